@@ -1,0 +1,123 @@
+//! The token exchange use case (RFC 8693), free of HTTP: decide what may be issued, have the
+//! subject validated, mint the token.
+
+mod claims;
+mod policy;
+
+use std::sync::Arc;
+
+use crate::clients::RegisteredClient;
+use crate::clock::{SharedClock, UnixTime};
+use crate::config::TokenSettings;
+use crate::keys::{KeyRing, sign_jwt};
+use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, ScopeSet, TokenType};
+use crate::subject::ValidatedIdentity;
+use crate::upstream::{Upstreams, ValidationError};
+
+/// What the token endpoint hands back.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub issued_token_type: TokenType,
+    pub expires_in: u64,
+    pub scope: ScopeSet,
+}
+
+pub struct ExchangeService {
+    upstreams: Arc<Upstreams>,
+    keys: KeyRing,
+    issuer: String,
+    ttl: i64,
+    default_audience: String,
+    clock: SharedClock,
+}
+
+impl ExchangeService {
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        keys: KeyRing,
+        issuer: String,
+        tokens: &TokenSettings,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            upstreams,
+            keys,
+            issuer,
+            ttl: i64::try_from(tokens.ttl.as_secs()).unwrap_or(3600),
+            default_audience: tokens.default_audience.clone(),
+            clock,
+        }
+    }
+
+    #[tracing::instrument(name = "exchange", skip_all, fields(
+        client_id = %client.client_id,
+        subject = %request.subject.token.digest().fingerprint(),
+    ))]
+    pub async fn exchange(
+        &self,
+        client: &RegisteredClient,
+        request: ExchangeRequest,
+    ) -> Result<IssuedToken, OAuthError> {
+        let now = self.clock.now();
+        // Cheap checks first: a request for a forbidden audience never reaches an upstream.
+        let audience = policy::audience(client, &request, &self.default_audience)?;
+        let subject = self.validate(&request.subject, now, "subject_token").await?;
+        let actor = match &request.actor {
+            Some(actor) => Some(self.validate(actor, now, "actor_token").await?),
+            None => None,
+        };
+        if let Some(actor) = &actor {
+            policy::check_may_act(&subject, actor)?;
+        }
+        let scope = policy::granted_scope(request.scope.as_ref(), &subject.scope_set(), &client.scopes)?;
+        let expires_at = subject.expires_at.map_or(now + self.ttl, |exp| exp.min(now + self.ttl));
+        if expires_at <= now {
+            return Err(OAuthError::invalid_request("subject_token has expired"));
+        }
+        let claims = claims::MintedClaims {
+            issuer: &self.issuer,
+            client_id: &client.client_id,
+            audience: &audience,
+            scope: &scope,
+            subject: &subject,
+            actor: actor.as_ref(),
+            issued_at: now,
+            expires_at,
+        };
+        let access_token = sign_jwt(self.keys.active(), &claims.to_json()).map_err(|error| {
+            tracing::error!(%error, "signing a minted token failed");
+            OAuthError::ServerError
+        })?;
+        tracing::info!(sub = %subject.subject, upstream = %subject.upstream, "token issued");
+        Ok(IssuedToken {
+            access_token,
+            issued_token_type: request.requested_token_type,
+            expires_in: u64::try_from(expires_at - now).unwrap_or(0),
+            scope,
+        })
+    }
+
+    async fn validate(
+        &self,
+        presented: &PresentedToken,
+        now: UnixTime,
+        parameter: &'static str,
+    ) -> Result<ValidatedIdentity, OAuthError> {
+        self.upstreams.validate(&presented.token, now).await.map_err(|error| match error {
+            // RFC 8693 §2.2.2: an invalid subject or actor token is `invalid_request`.
+            ValidationError::Rejected(reason) => {
+                tracing::info!(security_event = "token_rejected", parameter, %reason, "token rejected");
+                OAuthError::invalid_request(format!("{parameter} is invalid: {reason}"))
+            }
+            ValidationError::Unavailable { reason, retry_after_secs } => {
+                tracing::warn!(%reason, "upstream unavailable");
+                OAuthError::unavailable("the upstream identity provider is unavailable", retry_after_secs)
+            }
+            ValidationError::Misconfigured(reason) => {
+                tracing::error!(%reason, "upstream misconfigured");
+                OAuthError::ServerError
+            }
+        })
+    }
+}

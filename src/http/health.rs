@@ -1,0 +1,41 @@
+use actix_web::{HttpResponse, get, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when a check failed.
+    status: &'static str,
+    /// Each check by name: `ok` or what is wrong.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    checks: std::collections::BTreeMap<&'static str, &'static str>,
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok", checks: Default::default() })
+}
+
+/// Readiness: the database answers and a signing key is loaded.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses((status = 200, body = Health), (status = 503, description = "Not ready", body = Health)),
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut checks = std::collections::BTreeMap::new();
+    let database_ok = state.database.is_reachable().await;
+    checks.insert("database", if database_ok { "ok" } else { "unreachable" });
+    checks.insert("signing_key", "ok");
+    if database_ok {
+        HttpResponse::Ok().json(Health { status: "ok", checks })
+    } else {
+        HttpResponse::ServiceUnavailable().json(Health { status: "unavailable", checks })
+    }
+}

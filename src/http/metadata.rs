@@ -1,0 +1,30 @@
+use actix_web::http::header::CACHE_CONTROL;
+use actix_web::{HttpResponse, get, web};
+
+use crate::oauth::ServerMetadata;
+use crate::state::AppState;
+
+/// Authorization server metadata (RFC 8414).
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "discovery",
+    responses((status = 200, description = "RFC 8414 metadata", body = ServerMetadata)),
+)]
+#[get("/.well-known/oauth-authorization-server")]
+pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
+    if state.metadata.issuer_path().is_empty() { respond(&state.metadata) } else { super::not_found().await }
+}
+
+/// RFC 8414 §3: for an issuer with a path, the well-known segment goes before that path.
+pub async fn metadata_with_path(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    if state.metadata.issuer_path() == format!("/{}", path.into_inner()) {
+        respond(&state.metadata)
+    } else {
+        super::not_found().await
+    }
+}
+
+fn respond(document: &ServerMetadata) -> HttpResponse {
+    HttpResponse::Ok().insert_header((CACHE_CONTROL, "public, max-age=300")).json(document)
+}

@@ -1,0 +1,14 @@
+//! Our own signing keys: generation, the active signer, the published JWKS and where keys are
+//! kept ([`KeyStore`]).
+
+mod algorithm;
+mod jws;
+mod ring;
+mod signing_key;
+mod store;
+
+pub use algorithm::SigningAlgorithm;
+pub use jws::sign_jwt;
+pub use ring::{JwkSet, KeyRing, KeyRingError};
+pub use signing_key::{KeyError, PublicJwk, SigningKey};
+pub use store::{KeyStore, StoreError, StoredKey};

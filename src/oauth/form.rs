@@ -1,0 +1,67 @@
+use super::OAuthError;
+
+/// Parameters that RFC 8693 §2.1 allows to repeat; every other one must appear at most once
+/// (RFC 6749 §3.2).
+const REPEATABLE: &[&str] = &["audience", "resource"];
+
+/// A decoded `application/x-www-form-urlencoded` body. Parameters sent without a value count as
+/// omitted (RFC 6749 §3.2); unknown parameters are kept but never looked at.
+#[derive(Debug, Default)]
+pub struct FormParams(Vec<(String, String)>);
+
+impl FormParams {
+    pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
+        let pairs: Vec<(String, String)> = serde_html_form::from_bytes(body)
+            .map_err(|_| OAuthError::invalid_request("the body is not valid form-urlencoded UTF-8"))?;
+        let params = Self(pairs.into_iter().filter(|(_, value)| !value.is_empty()).collect());
+        params.reject_repeats()?;
+        Ok(params)
+    }
+
+    fn reject_repeats(&self) -> Result<(), OAuthError> {
+        for (i, (name, _)) in self.0.iter().enumerate() {
+            let repeated = self.0[..i].iter().any(|(earlier, _)| earlier == name);
+            if repeated && !REPEATABLE.contains(&name.as_str()) {
+                return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of a parameter that may appear once.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name}")))
+    }
+
+    /// Every value of a repeatable parameter, in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_values_count_as_omitted() {
+        let form = FormParams::parse(b"scope=&grant_type=x").unwrap_or_default();
+        assert_eq!(form.get("scope"), None);
+        assert_eq!(form.get("grant_type"), Some("x"));
+    }
+
+    #[test]
+    fn repeated_single_parameters_are_rejected_but_audience_may_repeat() {
+        assert!(FormParams::parse(b"grant_type=a&grant_type=b").is_err());
+        let form = FormParams::parse(b"audience=a&audience=b").unwrap_or_default();
+        assert_eq!(form.all("audience").collect::<Vec<_>>(), ["a", "b"]);
+    }
+}

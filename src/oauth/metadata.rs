@@ -1,0 +1,50 @@
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{AuthMethod, GRANT_TYPE_TOKEN_EXCHANGE};
+
+/// RFC 8414 §2 authorization server metadata. `response_types_supported` is left out on
+/// purpose: we have no authorization endpoint, and §3.2 forbids empty arrays.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub grant_types_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
+    pub service_documentation: String,
+    #[serde(skip)]
+    issuer_path: String,
+}
+
+impl ServerMetadata {
+    pub fn new(issuer: &str, scopes: Vec<String>, with_revocation: bool) -> Self {
+        let auth_methods =
+            || [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost].map(|m| m.as_str().to_owned()).to_vec();
+        let issuer_path =
+            url::Url::parse(issuer).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default();
+        Self {
+            issuer: issuer.to_owned(),
+            token_endpoint: format!("{issuer}/token"),
+            jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+            grant_types_supported: vec![GRANT_TYPE_TOKEN_EXCHANGE.to_owned()],
+            token_endpoint_auth_methods_supported: auth_methods(),
+            scopes_supported: scopes,
+            revocation_endpoint: with_revocation.then(|| format!("{issuer}/revoke")),
+            revocation_endpoint_auth_methods_supported: with_revocation.then(auth_methods),
+            service_documentation: format!("{issuer}/swagger-ui/"),
+            issuer_path,
+        }
+    }
+
+    /// The issuer's path component, empty for an issuer at the host root.
+    pub fn issuer_path(&self) -> &str {
+        &self.issuer_path
+    }
+}

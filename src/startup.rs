@@ -1,0 +1,104 @@
+//! Builds the application from settings: storage, keys, upstreams, clients, HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::clients::ClientRegistry;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Settings;
+use crate::exchange::ExchangeService;
+use crate::http;
+use crate::keys::KeyRing;
+use crate::oauth::ServerMetadata;
+use crate::state::AppState;
+use crate::storage::Database;
+use crate::upstream::{UpstreamHttp, Upstreams};
+
+/// A built, listening, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    database: Database,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Self::build`], with the time source injected (tests pin it).
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let database = Database::open(&settings.storage).await?;
+        let keys = KeyRing::load_or_create(&*database.key_store(), settings.tokens.algorithm, clock.now())
+            .await
+            .context("loading signing keys")?;
+        let http_client = Arc::new(UpstreamHttp::new(&settings.upstream_http).context("building the HTTP client")?);
+        let upstreams = Arc::new(Upstreams::from_settings(&settings, http_client));
+        let clients = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
+            .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
+        let exchange =
+            ExchangeService::new(upstreams, keys.clone(), settings.server.issuer.clone(), &settings.tokens, clock);
+        let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings), false);
+        let state = web::Data::new(AppState {
+            clients,
+            exchange,
+            keys,
+            database: database.clone(),
+            metadata,
+            max_body_bytes: settings.server.max_body_bytes,
+        });
+
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .into_utoipa_app()
+                .openapi(http::ApiDoc::openapi())
+                .app_data(state.clone())
+                .configure(http::routes)
+                .openapi_service(|api| SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", api))
+                .map(|app| {
+                    app.configure(http::undocumented_routes)
+                        .service(web::redirect("/swagger-ui", "/swagger-ui/"))
+                        .default_service(web::to(http::not_found))
+                        .wrap(TracingLogger::default())
+                })
+                .into_app()
+        })
+        .shutdown_timeout(10)
+        .listen(listener)?;
+        if let Some(workers) = settings.server.workers {
+            server = server.workers(workers);
+        }
+        tracing::info!(port, issuer = %settings.server.issuer, "token-exchange listening");
+        Ok(Self { port, server: server.run(), database })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains in-flight requests (graceful shutdown).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.database.close().await;
+        result
+    }
+}
+
+/// Every scope some client may obtain (RFC 8414 `scopes_supported`).
+fn supported_scopes(settings: &Settings) -> Vec<String> {
+    let mut scopes: Vec<String> = settings.clients.iter().flat_map(|c| c.scopes.iter().cloned()).collect();
+    scopes.sort();
+    scopes.dedup();
+    scopes
+}

@@ -1,0 +1,16 @@
+//! The services every handler shares, built once at startup.
+
+use crate::clients::ClientRegistry;
+use crate::exchange::ExchangeService;
+use crate::keys::KeyRing;
+use crate::oauth::ServerMetadata;
+use crate::storage::Database;
+
+pub struct AppState {
+    pub clients: ClientRegistry,
+    pub exchange: ExchangeService,
+    pub keys: KeyRing,
+    pub database: Database,
+    pub metadata: ServerMetadata,
+    pub max_body_bytes: usize,
+}

@@ -1,0 +1,76 @@
+//! Relational storage: one pool per process, SQLite by default and PostgreSQL in production.
+//! Each store trait has one implementation per database, chosen here once.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use crate::config::StorageSettings;
+use crate::keys::KeyStore;
+
+/// Same statement in both dialects; newest first so the active key comes first.
+const LOAD_ALL_KEYS: &str =
+    "SELECT kid, algorithm, private_key_pkcs8, created_at FROM signing_keys ORDER BY created_at DESC, kid";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot create the database folder {path}: {source}")]
+    Folder { path: String, source: std::io::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// An open database of either kind.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Database {
+    /// Opens the database, creating a SQLite file (and its folder) when missing, and applies
+    /// the migrations of its dialect.
+    pub async fn open(settings: &StorageSettings) -> Result<Self, StorageError> {
+        let database = if settings.database_url.starts_with("sqlite:") {
+            Self::Sqlite(sqlite::open(&settings.database_url, settings.max_connections).await?)
+        } else {
+            Self::Postgres(postgres::open(&settings.database_url, settings.max_connections).await?)
+        };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        match self {
+            Self::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Self::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn is_reachable(&self) -> bool {
+        let result = match self {
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+        };
+        result.is_ok()
+    }
+
+    pub fn key_store(&self) -> Arc<dyn KeyStore> {
+        match self {
+            Self::Sqlite(pool) => Arc::new(sqlite::SqliteKeyStore::new(pool.clone())),
+            Self::Postgres(pool) => Arc::new(postgres::PgKeyStore::new(pool.clone())),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+use super::StorageError;
+use crate::keys::{KeyStore, StoreError, StoredKey};
+
+pub async fn open(url: &str, max_connections: u32) -> Result<SqlitePool, StorageError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(StorageError::Connect)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory {
+        create_parent_folder(options.get_filename())?;
+    }
+    // An in-memory database lives as long as its one connection: keep exactly one, forever.
+    let pool = if in_memory {
+        SqlitePoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None)
+    } else {
+        SqlitePoolOptions::new().max_connections(max_connections)
+    };
+    pool.connect_with(options).await.map_err(StorageError::Connect)
+}
+
+fn create_parent_folder(file: &Path) -> Result<(), StorageError> {
+    match file.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => std::fs::create_dir_all(folder)
+            .map_err(|source| StorageError::Folder { path: folder.display().to_string(), source }),
+        _ => Ok(()),
+    }
+}
+
+pub struct SqliteKeyStore {
+    pool: SqlitePool,
+}
+
+impl SqliteKeyStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteKeyStore {
+    async fn load_all(&self) -> Result<Vec<StoredKey>, StoreError> {
+        Ok(sqlx::query_as(super::LOAD_ALL_KEYS).fetch_all(&self.pool).await?)
+    }
+
+    async fn insert_initial(&self, key: &StoredKey, slot: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_key_pkcs8, slot, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_key_pkcs8)
+        .bind(slot)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::UnixTime;
+use crate::oauth::ScopeSet;
+
+/// What an upstream vouched for. Cached and shared between replicas, so it holds only what
+/// minting needs: never the token, never claims we were not asked to pass on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatedIdentity {
+    /// Name of the upstream that validated the token.
+    pub upstream: String,
+    /// `iss` of the subject token (or the upstream's issuer for opaque tokens).
+    pub issuer: String,
+    pub subject: String,
+    /// When the subject token stops being valid, when anybody told us.
+    pub expires_at: Option<UnixTime>,
+    /// Scopes the subject token carries.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Retained claims: the configured identity claims plus `auth_time`, `acr`, `amr`, `act`,
+    /// `may_act` when present.
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+}
+
+/// Claims kept whatever the configuration says, for RFC 9068 §2.2.1 and RFC 8693 §4.
+pub const ALWAYS_RETAINED_CLAIMS: &[&str] = &["auth_time", "acr", "amr", "act", "may_act"];
+
+impl ValidatedIdentity {
+    pub fn scope_set(&self) -> ScopeSet {
+        ScopeSet::from_values(self.scopes.iter().map(String::as_str))
+    }
+
+    pub fn is_expired_at(&self, now: UnixTime) -> bool {
+        self.expires_at.is_some_and(|exp| exp <= now)
+    }
+}
+
+/// Scopes as upstreams write them: a space-delimited `scope` string (RFC 8693 §4.2, RFC 7662)
+/// or an `scp` array (Okta, Azure AD).
+pub fn scopes_from_claims(claims: &Map<String, Value>) -> Vec<String> {
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(text)), _) => text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        (_, Some(Value::Array(items))) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        (_, Some(Value::String(text))) => text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Keeps the configured claims and the always-retained ones; drops everything else.
+pub fn retain_claims(claims: &Map<String, Value>, configured: &[String]) -> Map<String, Value> {
+    claims
+        .iter()
+        .filter(|(name, _)| configured.iter().any(|c| c == *name) || ALWAYS_RETAINED_CLAIMS.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}

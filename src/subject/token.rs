@@ -1,0 +1,89 @@
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// A token presented by a caller. Its text is reachable only through [`Self::expose_secret`];
+/// everything that is logged, stored or used as a key is derived from its [`TokenDigest`].
+#[derive(Clone)]
+pub struct SubjectToken(String);
+
+impl SubjectToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// For the two places that must send the token on: the upstream call and signature checks.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    pub fn digest(&self) -> TokenDigest {
+        TokenDigest(Sha256::digest(self.0.as_bytes()).into())
+    }
+
+    /// True when the token has the compact JWS shape `header.payload.signature`.
+    pub fn looks_like_jws(&self) -> bool {
+        let mut parts = self.0.split('.');
+        let well_formed = |part: Option<&str>| {
+            part.is_some_and(|p| {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        };
+        well_formed(parts.next()) && well_formed(parts.next()) && well_formed(parts.next()) && parts.next().is_none()
+    }
+}
+
+impl fmt::Debug for SubjectToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectToken({})", self.digest().fingerprint())
+    }
+}
+
+/// SHA-256 of a token: the only form in which a token is kept or named.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// A short prefix of the digest, enough to correlate log lines, useless to an attacker.
+    pub fn fingerprint(&self) -> String {
+        hex(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenDigest({})", self.fingerprint())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_contains_the_token() {
+        let token = SubjectToken::new("very-secret-opaque-token".into());
+        assert!(!format!("{token:?}").contains("secret"));
+        assert_eq!(token.digest().to_hex().len(), 64);
+    }
+
+    #[test]
+    fn recognises_compact_jws_shape() {
+        assert!(SubjectToken::new("a.b.c".into()).looks_like_jws());
+        assert!(!SubjectToken::new("a.b".into()).looks_like_jws());
+        assert!(!SubjectToken::new("opaque-token".into()).looks_like_jws());
+        assert!(!SubjectToken::new("a..c".into()).looks_like_jws());
+    }
+}

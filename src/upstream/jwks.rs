@@ -1,0 +1,184 @@
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::{HttpFailure, UpstreamHttp, ValidationError};
+use crate::clock::UnixTime;
+
+/// One usable verification key of an upstream.
+pub struct UpstreamKey {
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    pub key: DecodingKey,
+}
+
+impl UpstreamKey {
+    fn accepts(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|own| own == alg) && self.key.family() == alg.family()
+    }
+}
+
+struct KeySet {
+    keys: Vec<Arc<UpstreamKey>>,
+    fetched_at: UnixTime,
+}
+
+impl KeySet {
+    /// The key a token names by `kid`; without a `kid`, the only key that fits `alg`.
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<UpstreamKey>> {
+        let mut fitting = self.keys.iter().filter(|k| k.accepts(alg));
+        match kid {
+            Some(kid) => fitting.find(|k| k.kid.as_deref() == Some(kid)).cloned(),
+            None => match (fitting.next(), fitting.next()) {
+                (Some(only), None) => Some(only.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct RefreshState {
+    last_fetch: Option<UnixTime>,
+    discovered_uri: Option<Url>,
+}
+
+/// An upstream's JWKS, fetched lazily, kept for `max_age`, refetched on an unknown `kid` at
+/// most once per `cooldown`. Header URLs such as `jku` and `x5u` are never followed.
+pub struct JwksCache {
+    issuer: String,
+    configured_uri: Option<Url>,
+    http: Arc<UpstreamHttp>,
+    max_age: i64,
+    cooldown: i64,
+    current: RwLock<Option<Arc<KeySet>>>,
+    refresh: Mutex<RefreshState>,
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: Url,
+}
+
+impl JwksCache {
+    pub fn new(
+        issuer: String,
+        configured_uri: Option<Url>,
+        http: Arc<UpstreamHttp>,
+        max_age: i64,
+        cooldown: i64,
+    ) -> Self {
+        Self {
+            issuer,
+            configured_uri,
+            http,
+            max_age,
+            cooldown,
+            current: RwLock::new(None),
+            refresh: Mutex::new(RefreshState::default()),
+        }
+    }
+
+    fn snapshot(&self) -> Option<Arc<KeySet>> {
+        self.current.read().ok().and_then(|guard| guard.clone())
+    }
+
+    pub async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        now: UnixTime,
+    ) -> Result<Arc<UpstreamKey>, ValidationError> {
+        let is_fresh = |set: &KeySet| now < set.fetched_at + self.max_age;
+        if let Some(key) = self.snapshot().filter(|s| is_fresh(s)).and_then(|s| s.find(kid, alg)) {
+            return Ok(key);
+        }
+        // One fetch at a time; whoever waited re-reads what the fetch left behind.
+        let mut refresh = self.refresh.lock().await;
+        let current = self.snapshot();
+        if let Some(set) = current.as_ref().filter(|s| is_fresh(s)) {
+            if let Some(key) = set.find(kid, alg) {
+                return Ok(key);
+            }
+            if refresh.last_fetch.is_some_and(|at| now - at < self.cooldown) {
+                return Err(ValidationError::rejected("the token's signing key is not in the issuer's JWKS"));
+            }
+        }
+        refresh.last_fetch = Some(now);
+        match self.fetch(&mut refresh, now).await {
+            Ok(set) => {
+                let set = Arc::new(set);
+                if let Ok(mut guard) = self.current.write() {
+                    *guard = Some(set.clone());
+                }
+                set.find(kid, alg)
+                    .ok_or_else(|| ValidationError::rejected("the token's signing key is not in the issuer's JWKS"))
+            }
+            // A stale set still beats no answer while the issuer is down.
+            Err(error) => current.and_then(|s| s.find(kid, alg)).ok_or(error),
+        }
+    }
+
+    async fn fetch(&self, refresh: &mut RefreshState, now: UnixTime) -> Result<KeySet, ValidationError> {
+        let uri = match (&self.configured_uri, &refresh.discovered_uri) {
+            (Some(uri), _) | (None, Some(uri)) => uri.clone(),
+            (None, None) => {
+                let uri = self.discover().await?;
+                refresh.discovered_uri = Some(uri.clone());
+                uri
+            }
+        };
+        let raw: RawJwks = self.http.send_json(self.http.client().get(uri)).await.map_err(jwks_failure)?;
+        let keys: Vec<_> = raw.keys.into_iter().filter_map(usable_key).map(Arc::new).collect();
+        if keys.is_empty() {
+            return Err(ValidationError::Misconfigured("the issuer's JWKS holds no usable signing key".into()));
+        }
+        tracing::info!(issuer = %self.issuer, keys = keys.len(), "fetched upstream JWKS");
+        Ok(KeySet { keys, fetched_at: now })
+    }
+
+    /// OpenID Connect Discovery 1.0 §4: the document must name the very issuer we asked about.
+    async fn discover(&self) -> Result<Url, ValidationError> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let document: Discovery = self.http.send_json(self.http.client().get(url)).await.map_err(jwks_failure)?;
+        if document.issuer != self.issuer {
+            return Err(ValidationError::Misconfigured("discovery document names another issuer".into()));
+        }
+        Ok(document.jwks_uri)
+    }
+}
+
+/// Keys we cannot use (unknown `kty`, encryption keys, missing members) are skipped, not fatal
+/// (RFC 7517 §5).
+fn usable_key(value: serde_json::Value) -> Option<UpstreamKey> {
+    let jwk: Jwk = serde_json::from_value(value).ok()?;
+    if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature) {
+        return None;
+    }
+    let alg = match &jwk.common.key_algorithm {
+        Some(declared) => Some(Algorithm::from_str(&declared.to_string()).ok()?),
+        None => None,
+    };
+    let key = DecodingKey::from_jwk(&jwk).ok()?;
+    Some(UpstreamKey { kid: jwk.common.key_id.clone(), alg, key })
+}
+
+fn jwks_failure(failure: HttpFailure) -> ValidationError {
+    match failure {
+        HttpFailure::Unavailable { reason, retry_after_secs } => {
+            ValidationError::Unavailable { reason, retry_after_secs }
+        }
+        other => ValidationError::Misconfigured(format!("JWKS: {other}")),
+    }
+}

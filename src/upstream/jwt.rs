@@ -1,0 +1,134 @@
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::jwks::JwksCache;
+use super::{UpstreamHttp, ValidationError};
+use crate::clock::UnixTime;
+use crate::config::UpstreamSettings;
+use crate::subject::{SubjectToken, ValidatedIdentity, retain_claims, scopes_from_claims};
+
+/// An upstream whose tokens are JWTs we verify ourselves.
+pub struct JwtUpstream {
+    name: String,
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<jsonwebtoken::Algorithm>,
+    leeway: i64,
+    retained_claims: Vec<String>,
+    jwks: JwksCache,
+}
+
+#[derive(Deserialize)]
+struct UnverifiedIssuer {
+    iss: Option<String>,
+}
+
+/// The `iss` a token claims, before anything is verified: used only to pick whose keys to
+/// verify it with.
+pub fn unverified_issuer(token: &SubjectToken) -> Option<String> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedIssuer>(token.expose_secret()).ok()?.iss
+}
+
+impl JwtUpstream {
+    pub fn new(settings: &UpstreamSettings, retained_claims: &[String], http: Arc<UpstreamHttp>) -> Self {
+        let jwks = JwksCache::new(
+            settings.issuer.clone(),
+            settings.jwks_uri.clone(),
+            http,
+            seconds(settings.jwks_max_age),
+            seconds(settings.jwks_refetch_cooldown),
+        );
+        Self {
+            name: settings.name.clone(),
+            issuer: settings.issuer.clone(),
+            audiences: settings.audiences.clone(),
+            algorithms: settings.algorithms.clone(),
+            leeway: seconds(settings.leeway),
+            retained_claims: retained_claims.to_vec(),
+            jwks,
+        }
+    }
+
+    pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<ValidatedIdentity, ValidationError> {
+        let unverified_header = decode_header(token.expose_secret())
+            .map_err(|_| ValidationError::rejected("the token's JOSE header is malformed"))?;
+        let alg = unverified_header.alg;
+        if !self.algorithms.contains(&alg) {
+            return Err(ValidationError::rejected("the token's signature algorithm is not accepted"));
+        }
+        let key = self.jwks.key_for(unverified_header.kid.as_deref(), alg, now).await?;
+        let claims = decode::<Map<String, Value>>(token.expose_secret(), &key.key, &self.validation(alg))
+            .map_err(|e| ValidationError::rejected(rejection(e.kind())))?
+            .claims;
+        self.check_time(&claims, now)?;
+        self.identity(claims)
+    }
+
+    /// Signature, `iss` and `aud` are left to jsonwebtoken; time is checked by us against `now`.
+    fn validation(&self, alg: jsonwebtoken::Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&self.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation
+    }
+
+    fn check_time(&self, claims: &Map<String, Value>, now: UnixTime) -> Result<(), ValidationError> {
+        let exp = numeric_date(claims, "exp").ok_or_else(|| ValidationError::rejected("exp is not a NumericDate"))?;
+        if exp + self.leeway <= now {
+            return Err(ValidationError::rejected("the token has expired"));
+        }
+        if claims.contains_key("nbf") {
+            let nbf =
+                numeric_date(claims, "nbf").ok_or_else(|| ValidationError::rejected("nbf is not a NumericDate"))?;
+            if nbf > now + self.leeway {
+                return Err(ValidationError::rejected("the token is not yet valid"));
+            }
+        }
+        Ok(())
+    }
+
+    fn identity(&self, claims: Map<String, Value>) -> Result<ValidatedIdentity, ValidationError> {
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ValidationError::rejected("sub is missing"))?;
+        Ok(ValidatedIdentity {
+            upstream: self.name.clone(),
+            issuer: self.issuer.clone(),
+            subject: subject.to_owned(),
+            expires_at: numeric_date(&claims, "exp"),
+            scopes: scopes_from_claims(&claims),
+            claims: retain_claims(&claims, &self.retained_claims),
+        })
+    }
+}
+
+fn rejection(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidSignature => "the token's signature does not verify",
+        ErrorKind::InvalidAudience => "the token's audience is not accepted",
+        ErrorKind::InvalidIssuer => "the token's issuer does not match",
+        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim (exp, iss, aud, sub)",
+        ErrorKind::InvalidAlgorithm => "the token's algorithm does not fit its key",
+        _ => "the token is malformed",
+    }
+}
+
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<UnixTime> {
+    match claims.get(name)? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        _ => None,
+    }
+}
+
+fn seconds(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
