@@ -163,7 +163,8 @@ pub struct ClientSettings {
     /// Scopes this client may obtain (never more than the subject token holds).
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Upstream that validates this client's opaque subject tokens.
+    /// The upstream this client is bound to: it validates the client's opaque subject tokens,
+    /// and subject tokens from any other upstream are refused with `unauthorized_client`.
     #[serde(default)]
     pub upstream: Option<String>,
 }
@@ -302,8 +303,8 @@ impl Settings {
         if self.storage.max_connections == 0 {
             fail("storage.max_connections".into(), "must be at least 1");
         }
-        if self.tokens.ttl.as_secs() == 0 || self.tokens.ttl > Duration::from_secs(86_400) {
-            fail("tokens.ttl".into(), "must be between 1s and 24h");
+        if self.tokens.ttl < Duration::from_secs(1) || self.tokens.ttl > Duration::from_secs(86_400) {
+            fail("tokens.ttl".into(), "must be between 1s and 24h, in whole seconds");
         }
         if self.tokens.default_audience.trim().is_empty() {
             fail("tokens.default_audience".into(), "must not be empty");
@@ -313,8 +314,17 @@ impl Settings {
                 fail(format!("tokens.claims[{i}]"), "is set by token-exchange itself");
             }
         }
-        if self.upstream_http.timeout.is_zero() || self.upstream_http.connect_timeout.is_zero() {
-            fail("upstream_http.timeout".into(), "timeouts must be greater than zero");
+        if self.upstream_http.timeout.is_zero() {
+            fail("upstream_http.timeout".into(), "must be greater than zero");
+        }
+        if self.upstream_http.connect_timeout.is_zero() {
+            fail("upstream_http.connect_timeout".into(), "must be greater than zero");
+        }
+        if self.cache.max_ttl.is_zero() {
+            fail("cache.max_ttl".into(), "must be greater than zero");
+        }
+        if self.cache.redis_timeout.is_zero() {
+            fail("cache.redis_timeout".into(), "must be greater than zero");
         }
         if self.cache.max_entries == 0 {
             fail("cache.max_entries".into(), "must be at least 1");
@@ -334,8 +344,20 @@ impl Settings {
             if self.upstreams[..i].iter().any(|u| u.issuer == upstream.issuer) {
                 fail(key("issuer"), "is used by another upstream");
             }
-            if Url::parse(&upstream.issuer).is_err() {
-                fail(key("issuer"), "must be an absolute URL");
+            match Url::parse(&upstream.issuer) {
+                Ok(url) if !is_secure(&url) => fail(key("issuer"), "must use https (plain http only on loopback)"),
+                Ok(_) => {}
+                Err(_) => fail(key("issuer"), "must be an absolute URL"),
+            }
+            let endpoints = [
+                ("jwks_uri", &upstream.jwks_uri),
+                ("introspection_endpoint", &upstream.introspection_endpoint),
+                ("userinfo_endpoint", &upstream.userinfo_endpoint),
+            ];
+            for (field, url) in endpoints {
+                if url.as_ref().is_some_and(|url| !is_secure(url)) {
+                    fail(key(field), "must use https (plain http only on loopback)");
+                }
             }
             if upstream.algorithms.is_empty() {
                 fail(key("algorithms"), "must name at least one algorithm");
@@ -367,14 +389,14 @@ impl Settings {
     fn validate_clients(&self, fail: &mut impl FnMut(String, &str)) {
         for (i, client) in self.clients.iter().enumerate() {
             let key = |field: &str| format!("clients[{i}].{field}");
-            if client.client_id.is_empty() || client.client_id.contains(':') {
-                fail(key("client_id"), "must be non-empty and contain no ':'");
+            if client.client_id.is_empty() {
+                fail(key("client_id"), "must not be empty");
             }
             if self.clients[..i].iter().any(|c| c.client_id == client.client_id) {
                 fail(key("client_id"), "is used by another client");
             }
             if argon2::PasswordHash::new(&client.secret_hash).is_err() || !client.secret_hash.starts_with("$argon2") {
-                fail(key("secret_hash"), "must be an argon2 PHC string (token-exchange hash-secret)");
+                fail(key("secret_hash"), "must be an argon2id PHC string (token-exchange hash-secret)");
             }
             if let Some(name) = &client.upstream {
                 if !self.upstreams.iter().any(|u| &u.name == name) {
@@ -404,6 +426,17 @@ fn check_issuer(issuer: &str, fail: &mut impl FnMut(String, &str)) {
         Ok(_) => {}
         Err(_) => fail("server.issuer".into(), "must be an absolute https URL"),
     }
+}
+
+/// Tokens and client secrets cross this connection: TLS, except to this very machine.
+fn is_secure(url: &Url) -> bool {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 fn is_symmetric(alg: Algorithm) -> bool {

@@ -63,6 +63,7 @@ impl ExchangeService {
         // Cheap checks first: a request for a forbidden audience never reaches an upstream.
         let audience = policy::audience(client, &request, &self.default_audience)?;
         let subject = self.validate(&request.subject, now, "subject_token").await?;
+        policy::check_client_upstream(client, &subject)?;
         let actor = match &request.actor {
             Some(actor) => Some(self.validate(actor, now, "actor_token").await?),
             None => None,

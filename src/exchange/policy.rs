@@ -47,6 +47,16 @@ pub fn granted_scope(
     }
 }
 
+/// A client bound to one upstream exchanges only that upstream's tokens.
+pub fn check_client_upstream(client: &RegisteredClient, subject: &ValidatedIdentity) -> Result<(), OAuthError> {
+    match &client.upstream {
+        Some(bound) if *bound != subject.upstream => Err(OAuthError::UnauthorizedClient(
+            "this client may not exchange tokens from the subject token's issuer".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// RFC 8693 §4.4: when the subject names who may act for it, the actor must be that party.
 pub fn check_may_act(subject: &ValidatedIdentity, actor: &ValidatedIdentity) -> Result<(), OAuthError> {
     let Some(may_act) = subject.claims.get("may_act") else {

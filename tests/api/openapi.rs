@@ -1,0 +1,39 @@
+//! The committed API document is the one the routes generate.
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn generated() -> Value {
+    serde_json::to_value(token_exchange::http::openapi()).unwrap()
+}
+
+#[test]
+fn the_committed_openapi_document_matches_the_generated_one() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, token_exchange::http::openapi().to_pretty_json().unwrap() + "\n").unwrap();
+    }
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+
+    assert!(committed == generated(), "openapi/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test openapi`");
+}
+
+#[test]
+fn the_token_endpoint_documents_every_error_it_can_answer() {
+    let document = generated();
+    let responses = document["paths"]["/token"]["post"]["responses"].as_object().unwrap();
+    for status in ["200", "400", "401", "405", "429", "500", "503"] {
+        assert!(responses.contains_key(status), "/token lacks a {status} response");
+    }
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_generated_one() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    let served: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+
+    assert_eq!(served, generated());
+}
