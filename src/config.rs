@@ -398,10 +398,10 @@ impl Settings {
             if argon2::PasswordHash::new(&client.secret_hash).is_err() || !client.secret_hash.starts_with("$argon2") {
                 fail(key("secret_hash"), "must be an argon2id PHC string (token-exchange hash-secret)");
             }
-            if let Some(name) = &client.upstream {
-                if !self.upstreams.iter().any(|u| &u.name == name) {
-                    fail(key("upstream"), "names no configured upstream");
-                }
+            if let Some(name) = &client.upstream
+                && !self.upstreams.iter().any(|u| &u.name == name)
+            {
+                fail(key("upstream"), "names no configured upstream");
             }
             for scope in &client.scopes {
                 if crate::oauth::ScopeToken::parse(scope).is_none() {

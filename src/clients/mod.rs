@@ -92,10 +92,10 @@ impl ClientRegistry {
 
     async fn secret_matches(&self, client: &RegisteredClient, credentials: &ClientCredentials) -> bool {
         let presented = hmac::sign(&self.memo_key, credentials.secret.expose_secret().as_bytes());
-        if let Some(remembered) = self.verified.get(&client.client_id).await {
-            if constant_time::verify_slices_are_equal(remembered.as_ref(), presented.as_ref()).is_ok() {
-                return true;
-            }
+        if let Some(remembered) = self.verified.get(&client.client_id).await
+            && constant_time::verify_slices_are_equal(remembered.as_ref(), presented.as_ref()).is_ok()
+        {
+            return true;
         }
         let hash = client.secret_hash.clone();
         let secret = credentials.secret.clone();
