@@ -163,6 +163,9 @@ pub struct ClientSettings {
     /// Scopes this client may obtain (never more than the subject token holds).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// May call the admin endpoints (`POST /admin/purge`).
+    #[serde(default)]
+    pub admin: bool,
     /// The upstream this client is bound to: it validates the client's opaque subject tokens,
     /// and subject tokens from any other upstream are refused with `unauthorized_client`.
     #[serde(default)]

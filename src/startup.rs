@@ -11,6 +11,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::cache::{CachePolicy, IdentityCache, IdentityResolver, MemoryCache, RedisCache};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
@@ -42,14 +43,17 @@ impl Application {
             .context("loading signing keys")?;
         let http_client = Arc::new(UpstreamHttp::new(&settings.upstream_http).context("building the HTTP client")?);
         let upstreams = Arc::new(Upstreams::from_settings(&settings, http_client));
+        let identities = Arc::new(identity_resolver(&settings, upstreams)?);
         let clients = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
             .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
         let exchange =
-            ExchangeService::new(upstreams, keys.clone(), settings.server.issuer.clone(), &settings.tokens, clock);
-        let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings), false);
+            ExchangeService::new(identities.clone(), keys.clone(), settings.server.issuer.clone(), &settings.tokens, clock);
+        let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings), true);
         let state = web::Data::new(AppState {
             clients,
             exchange,
+            identities,
+            metrics: crate::metrics::install(),
             keys,
             database: database.clone(),
             metadata,
@@ -93,6 +97,23 @@ impl Application {
         self.database.close().await;
         result
     }
+}
+
+/// The in-process cache, backed by Redis when `cache.redis_url` is set; other replicas'
+/// invalidations are followed in the background.
+fn identity_resolver(settings: &Settings, upstreams: Arc<Upstreams>) -> anyhow::Result<IdentityResolver> {
+    let cache = &settings.cache;
+    let local = MemoryCache::new(cache.max_entries);
+    let shared: Option<Arc<dyn IdentityCache>> = match &cache.redis_url {
+        Some(url) => {
+            let redis = RedisCache::new(url, &cache.redis_prefix, cache.redis_timeout, cache.max_ttl)
+                .context("configuring the Redis cache")?;
+            tokio::spawn(RedisCache::follow_invalidations(url.clone(), redis.channel(), local.clone()));
+            Some(Arc::new(redis))
+        }
+        None => None,
+    };
+    Ok(IdentityResolver::new(upstreams, local, shared, CachePolicy::from_settings(cache)))
 }
 
 /// Every scope some client may obtain (RFC 8414 `scopes_supported`).

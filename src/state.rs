@@ -1,5 +1,10 @@
 //! The services every handler shares, built once at startup.
 
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::cache::IdentityResolver;
 use crate::clients::ClientRegistry;
 use crate::exchange::ExchangeService;
 use crate::keys::KeyRing;
@@ -9,6 +14,8 @@ use crate::storage::Database;
 pub struct AppState {
     pub clients: ClientRegistry,
     pub exchange: ExchangeService,
+    pub identities: Arc<IdentityResolver>,
+    pub metrics: Option<PrometheusHandle>,
     pub keys: KeyRing,
     pub database: Database,
     pub metadata: ServerMetadata,

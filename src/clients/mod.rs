@@ -21,6 +21,7 @@ pub struct RegisteredClient {
     pub audiences: HashSet<String>,
     pub scopes: ScopeSet,
     pub upstream: Option<String>,
+    pub admin: bool,
 }
 
 impl RegisteredClient {
@@ -31,6 +32,7 @@ impl RegisteredClient {
             audiences: settings.audiences.iter().cloned().collect(),
             scopes: ScopeSet::from_values(settings.scopes.iter().map(String::as_str)),
             upstream: settings.upstream.clone(),
+            admin: settings.admin,
         }
     }
 

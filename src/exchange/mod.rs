@@ -12,7 +12,8 @@ use crate::config::TokenSettings;
 use crate::keys::{KeyRing, sign_jwt};
 use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, ScopeSet, TokenType};
 use crate::subject::ValidatedIdentity;
-use crate::upstream::{Upstreams, ValidationError};
+use crate::cache::IdentityResolver;
+use crate::upstream::ValidationError;
 
 /// What the token endpoint hands back.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub struct IssuedToken {
 }
 
 pub struct ExchangeService {
-    upstreams: Arc<Upstreams>,
+    identities: Arc<IdentityResolver>,
     keys: KeyRing,
     issuer: String,
     ttl: i64,
@@ -34,20 +35,25 @@ pub struct ExchangeService {
 
 impl ExchangeService {
     pub fn new(
-        upstreams: Arc<Upstreams>,
+        identities: Arc<IdentityResolver>,
         keys: KeyRing,
         issuer: String,
         tokens: &TokenSettings,
         clock: SharedClock,
     ) -> Self {
         Self {
-            upstreams,
+            identities,
             keys,
             issuer,
             ttl: i64::try_from(tokens.ttl.as_secs()).unwrap_or(3600),
             default_audience: tokens.default_audience.clone(),
             clock,
         }
+    }
+
+    /// The current time, for use cases that share this service's clock.
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
     }
 
     #[tracing::instrument(name = "exchange", skip_all, fields(
@@ -62,10 +68,10 @@ impl ExchangeService {
         let now = self.clock.now();
         // Cheap checks first: a request for a forbidden audience never reaches an upstream.
         let audience = policy::audience(client, &request, &self.default_audience)?;
-        let subject = self.validate(&request.subject, now, "subject_token").await?;
+        let subject = self.validate(&request.subject, client, now, "subject_token").await?;
         policy::check_client_upstream(client, &subject)?;
         let actor = match &request.actor {
-            Some(actor) => Some(self.validate(actor, now, "actor_token").await?),
+            Some(actor) => Some(self.validate(actor, client, now, "actor_token").await?),
             None => None,
         };
         if let Some(actor) = &actor {
@@ -102,10 +108,11 @@ impl ExchangeService {
     async fn validate(
         &self,
         presented: &PresentedToken,
+        client: &RegisteredClient,
         now: UnixTime,
         parameter: &'static str,
     ) -> Result<ValidatedIdentity, OAuthError> {
-        self.upstreams.validate(&presented.token, now).await.map_err(|error| match error {
+        self.identities.resolve(&presented.token, client.upstream.as_deref(), now).await.map_err(|error| match error {
             // RFC 8693 §2.2.2: an invalid subject or actor token is `invalid_request`.
             ValidationError::Rejected(reason) => {
                 tracing::info!(security_event = "token_rejected", parameter, %reason, "token rejected");

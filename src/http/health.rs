@@ -20,7 +20,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok", checks: Default::default() })
 }
 
-/// Readiness: the database answers and a signing key is loaded.
+/// Readiness: the database answers and a signing key is loaded; the cache check reports
+/// `degraded` when Redis does not answer, without making the service unready.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -33,6 +34,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database_ok = state.database.is_reachable().await;
     checks.insert("database", if database_ok { "ok" } else { "unreachable" });
     checks.insert("signing_key", "ok");
+    // Without Redis, exchanges go on from the in-process cache and the upstream: degraded, ready.
+    match state.identities.shared_cache_healthy().await {
+        Some(true) => checks.insert("cache", "ok"),
+        Some(false) => checks.insert("cache", "degraded"),
+        None => checks.insert("cache", "in_process"),
+    };
     if database_ok {
         HttpResponse::Ok().json(Health { status: "ok", checks })
     } else {

@@ -6,6 +6,8 @@ mod form;
 mod health;
 mod jwks;
 mod metadata;
+mod metrics;
+mod revoke;
 mod token;
 
 use actix_web::{HttpResponse, web};
@@ -17,17 +19,20 @@ pub use docs::{ApiDoc, openapi};
 pub fn routes(config: &mut ServiceConfig) {
     config
         .service(token::token)
+        .service(revoke::revoke)
+        .service(revoke::purge)
         .service(jwks::jwks)
         .service(metadata::metadata)
         .service(health::healthz)
-        .service(health::readyz);
+        .service(health::readyz)
+        .service(metrics::metrics);
 }
 
 /// Routes that exist but are not part of the documented API surface.
 pub fn undocumented_routes(config: &mut web::ServiceConfig) {
     config
         // Reached only when the POST route above did not match the method (RFC 9110 §15.5.6).
-        .service(web::resource("/token").to(method_not_allowed))
+        .service(web::resource(["/token", "/revoke", "/admin/purge"]).to(method_not_allowed))
         .service(
             web::resource("/.well-known/oauth-authorization-server/{issuer_path:.*}").to(metadata::metadata_with_path),
         );

@@ -1,11 +1,12 @@
-use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA};
+use actix_web::http::header::{CACHE_CONTROL, PRAGMA};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::form::read_form;
+use super::revoke::authenticated_client;
 use crate::exchange::IssuedToken;
-use crate::oauth::{ClientCredentials, ErrorResponse, ExchangeRequest, OAuthError, TokenResponse};
+use crate::oauth::{ErrorResponse, ExchangeRequest, OAuthError, TokenResponse};
 use crate::state::AppState;
 
 /// The RFC 8693 §2.1 request form (documentation only; the body is parsed by `oauth`).
@@ -57,18 +58,25 @@ pub struct TokenExchangeForm {
     security(("client_secret_basic" = []), ()),
 )]
 #[post("/token")]
-pub async fn token(
-    request: HttpRequest,
+pub async fn token(request: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
+    let mut client_id = None;
+    let result = issue(&request, body, &state, &mut client_id).await;
+    crate::metrics::exchange(result.as_ref().map_or_else(OAuthError::code, |_| "issued"), client_id.as_deref());
+    Ok(no_store(HttpResponse::Ok()).json(token_response(result?)))
+}
+
+/// Parse, authenticate, exchange; `client_id` is set once the client has proved who it is.
+async fn issue(
+    request: &HttpRequest,
     body: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, OAuthError> {
-    let form = read_form(&request, body, state.max_body_bytes).await?;
-    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
-    let credentials = ClientCredentials::from_request(authorization, &form)?;
-    let client = state.clients.authenticate(&credentials).await?;
+    state: &AppState,
+    client_id: &mut Option<String>,
+) -> Result<IssuedToken, OAuthError> {
+    let form = read_form(request, body, state.max_body_bytes).await?;
+    let client = authenticated_client(request, &form, state).await?;
+    *client_id = Some(client.client_id.clone());
     let exchange = ExchangeRequest::from_form(&form)?;
-    let issued = state.exchange.exchange(&client, exchange).await?;
-    Ok(no_store(HttpResponse::Ok()).json(token_response(issued)))
+    state.exchange.exchange(&client, exchange).await
 }
 
 fn token_response(issued: IssuedToken) -> TokenResponse {

@@ -52,6 +52,17 @@ impl TokenDigest {
         hex(&self.0)
     }
 
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
     /// A short prefix of the digest, enough to correlate log lines, useless to an attacker.
     pub fn fingerprint(&self) -> String {
         hex(&self.0[..4])

@@ -1,6 +1,6 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
 use crate::config::UpstreamHttpSettings;
@@ -10,13 +10,62 @@ use crate::config::UpstreamHttpSettings;
 pub enum HttpFailure {
     /// Timeouts, connection errors, 5xx and 429: transient, never a verdict on a token.
     #[error("{reason}")]
-    Unavailable { reason: String, retry_after_secs: Option<u64> },
+    Unavailable { reason: UnavailableReason, retry_after_secs: Option<u64> },
     /// Any other non-success status.
     #[error("upstream answered HTTP {0}")]
     Status(u16),
-    /// A body that is too large or not the JSON we expect.
+    /// A body that is too large, signed, or not JSON.
     #[error("unusable response body: {0}")]
     Body(String),
+}
+
+/// Why an upstream could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableReason {
+    Timeout,
+    Connect,
+    Transport,
+    Status(u16),
+}
+
+impl UnavailableReason {
+    fn of(error: &reqwest::Error) -> Self {
+        if error.is_timeout() {
+            Self::Timeout
+        } else if error.is_connect() {
+            Self::Connect
+        } else {
+            Self::Transport
+        }
+    }
+
+    fn metric_label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect_error",
+            Self::Transport => "transport_error",
+            Self::Status(429) => "429",
+            Self::Status(_) => "5xx",
+        }
+    }
+}
+
+impl std::fmt::Display for UnavailableReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("upstream timed out"),
+            Self::Connect => f.write_str("cannot connect to upstream"),
+            Self::Transport => f.write_str("upstream transport error"),
+            Self::Status(code) => write!(f, "upstream answered HTTP {code}"),
+        }
+    }
+}
+
+/// Which upstream a call goes to and what for; labels its metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamCall<'a> {
+    pub upstream: &'a str,
+    pub kind: &'static str,
 }
 
 /// The one HTTP client for every upstream: bounded time, bounded body, no redirects.
@@ -42,45 +91,57 @@ impl UpstreamHttp {
         &self.client
     }
 
-    /// Sends `request` and decodes a 2xx JSON body of at most the configured size.
-    pub async fn send_json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, HttpFailure> {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| HttpFailure::Unavailable { reason: transport_reason(&e), retry_after_secs: None })?;
+    /// Sends `request` and decodes a 2xx JSON body of at most the configured size, recording
+    /// status and latency under `call`.
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        call: UpstreamCall<'_>,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, HttpFailure> {
+        let started = Instant::now();
+        let result = self.fetch_body(request).await;
+        let status = match &result {
+            Ok(_) => "2xx".to_owned(),
+            Err(HttpFailure::Status(code)) => code.to_string(),
+            Err(HttpFailure::Unavailable { reason, .. }) => reason.metric_label().to_owned(),
+            Err(HttpFailure::Body(_)) => "bad_body".to_owned(),
+        };
+        crate::metrics::upstream_request(call.upstream, call.kind, status, started.elapsed());
+        serde_json::from_slice(&result?).map_err(|e| HttpFailure::Body(e.to_string()))
+    }
+
+    async fn fetch_body(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpFailure> {
+        let transport = |e: reqwest::Error| HttpFailure::Unavailable { reason: UnavailableReason::of(&e), retry_after_secs: None };
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(HttpFailure::Unavailable {
-                reason: format!("upstream answered HTTP {}", status.as_u16()),
+                reason: UnavailableReason::Status(status.as_u16()),
                 retry_after_secs: retry_after(response.headers()),
             });
         }
         if !status.is_success() {
             return Err(HttpFailure::Status(status.as_u16()));
         }
+        if is_signed_jwt(response.headers()) {
+            return Err(HttpFailure::Body("signed (application/jwt) responses are not supported".into()));
+        }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| HttpFailure::Unavailable { reason: transport_reason(&e), retry_after_secs: None })?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > self.max_response_bytes {
                 return Err(HttpFailure::Body(format!("larger than {} bytes", self.max_response_bytes)));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| HttpFailure::Body(e.to_string()))
+        Ok(body)
     }
 }
 
-fn transport_reason(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "upstream timed out".into()
-    } else if error.is_connect() {
-        "cannot connect to upstream".into()
-    } else {
-        "upstream transport error".into()
-    }
+fn is_signed_jwt(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/jwt"))
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from IdPs and ignored).

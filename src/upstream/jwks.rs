@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::{HttpFailure, UpstreamHttp, ValidationError};
+use super::{HttpFailure, UpstreamCall, UpstreamHttp, ValidationError};
 use crate::clock::UnixTime;
 
 /// One usable verification key of an upstream.
@@ -51,6 +51,7 @@ struct RefreshState {
 /// An upstream's JWKS, fetched lazily, kept for `max_age`, refetched on an unknown `kid` at
 /// most once per `cooldown`. Header URLs such as `jku` and `x5u` are never followed.
 pub struct JwksCache {
+    upstream: String,
     issuer: String,
     configured_uri: Option<Url>,
     http: Arc<UpstreamHttp>,
@@ -73,6 +74,7 @@ struct Discovery {
 
 impl JwksCache {
     pub fn new(
+        upstream: String,
         issuer: String,
         configured_uri: Option<Url>,
         http: Arc<UpstreamHttp>,
@@ -80,6 +82,7 @@ impl JwksCache {
         cooldown: i64,
     ) -> Self {
         Self {
+            upstream,
             issuer,
             configured_uri,
             http,
@@ -139,7 +142,7 @@ impl JwksCache {
                 uri
             }
         };
-        let raw: RawJwks = self.http.send_json(self.http.client().get(uri)).await.map_err(jwks_failure)?;
+        let raw: RawJwks = self.http.send_json(self.call("jwks"), self.http.client().get(uri)).await.map_err(jwks_failure)?;
         let keys: Vec<_> = raw.keys.into_iter().filter_map(usable_key).map(Arc::new).collect();
         if keys.is_empty() {
             return Err(ValidationError::Misconfigured("the issuer's JWKS holds no usable signing key".into()));
@@ -148,10 +151,14 @@ impl JwksCache {
         Ok(KeySet { keys, fetched_at: now })
     }
 
+    fn call(&self, kind: &'static str) -> UpstreamCall<'_> {
+        UpstreamCall { upstream: &self.upstream, kind }
+    }
+
     /// OpenID Connect Discovery 1.0 §4: the document must name the very issuer we asked about.
     async fn discover(&self) -> Result<Url, ValidationError> {
         let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
-        let document: Discovery = self.http.send_json(self.http.client().get(url)).await.map_err(jwks_failure)?;
+        let document: Discovery = self.http.send_json(self.call("discovery"), self.http.client().get(url)).await.map_err(jwks_failure)?;
         if document.issuer != self.issuer {
             return Err(ValidationError::Misconfigured("discovery document names another issuer".into()));
         }
@@ -177,7 +184,7 @@ fn usable_key(value: serde_json::Value) -> Option<UpstreamKey> {
 fn jwks_failure(failure: HttpFailure) -> ValidationError {
     match failure {
         HttpFailure::Unavailable { reason, retry_after_secs } => {
-            ValidationError::Unavailable { reason, retry_after_secs }
+            ValidationError::Unavailable { reason: reason.to_string(), retry_after_secs }
         }
         other => ValidationError::Misconfigured(format!("JWKS: {other}")),
     }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::jwks::JwksCache;
-use super::{UpstreamHttp, ValidationError};
+use super::{UpstreamHttp, ValidationError, Vouched, seconds};
 use crate::clock::UnixTime;
 use crate::config::UpstreamSettings;
 use crate::subject::{SubjectToken, ValidatedIdentity, retain_claims, scopes_from_claims};
@@ -36,6 +36,7 @@ pub fn unverified_issuer(token: &SubjectToken) -> Option<String> {
 impl JwtUpstream {
     pub fn new(settings: &UpstreamSettings, retained_claims: &[String], http: Arc<UpstreamHttp>) -> Self {
         let jwks = JwksCache::new(
+            settings.name.clone(),
             settings.issuer.clone(),
             settings.jwks_uri.clone(),
             http,
@@ -53,7 +54,11 @@ impl JwtUpstream {
         }
     }
 
-    pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<ValidatedIdentity, ValidationError> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<Vouched, ValidationError> {
         let unverified_header = decode_header(token.expose_secret())
             .map_err(|_| ValidationError::rejected("the token's JOSE header is malformed"))?;
         let alg = unverified_header.alg;
@@ -65,7 +70,8 @@ impl JwtUpstream {
             .map_err(|e| ValidationError::rejected(rejection(e.kind())))?
             .claims;
         self.check_time(&claims, now)?;
-        self.identity(claims)
+        let identity = self.identity(claims)?;
+        Ok(Vouched { identity, trust_for: None, lifetime_from_first_sight: None })
     }
 
     /// Signature, `iss` and `aud` are left to jsonwebtoken; time is checked by us against `now`.
@@ -127,8 +133,4 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<UnixTime> {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         _ => None,
     }
-}
-
-fn seconds(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }

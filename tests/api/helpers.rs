@@ -41,6 +41,7 @@ pub fn client(client_id: &str, secret: &str) -> ClientSettings {
         audiences: vec!["orders".into(), "billing".into(), "https://orders.internal/api".into()],
         scopes: vec!["read".into(), "write".into()],
         upstream: None,
+        admin: false,
     }
 }
 

@@ -1,0 +1,107 @@
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixTime;
+use crate::subject::{TokenDigest, ValidatedIdentity};
+use crate::upstream::ValidationError;
+
+/// Which entry a token has: the SHA-256 of the token under the upstream that judged it.
+/// The same token routed to two upstreams has two independent verdicts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    upstream: Arc<str>,
+    digest: TokenDigest,
+}
+
+impl CacheKey {
+    pub fn new(upstream: &str, digest: TokenDigest) -> Self {
+        Self { upstream: upstream.into(), digest }
+    }
+
+    /// `upstream:hex-digest`, the form used in Redis keys and invalidation messages.
+    pub fn to_wire(&self) -> String {
+        format!("{}:{}", self.upstream, self.digest.to_hex())
+    }
+
+    pub fn from_wire(text: &str) -> Option<Self> {
+        let (upstream, hex) = text.rsplit_once(':')?;
+        Some(Self { upstream: upstream.into(), digest: TokenDigest::from_hex(hex)? })
+    }
+}
+
+/// Version of the stored form; entries of another version are ignored, never misread.
+pub const ENTRY_VERSION: u8 = 1;
+
+/// A cached verdict on one token, usable until `valid_until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    pub version: u8,
+    pub verdict: Verdict,
+    pub valid_until: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Verdict {
+    Valid { identity: ValidatedIdentity },
+    Rejected { reason: String },
+}
+
+impl CacheEntry {
+    pub fn valid(identity: ValidatedIdentity, valid_until: UnixTime) -> Self {
+        Self { version: ENTRY_VERSION, verdict: Verdict::Valid { identity }, valid_until }
+    }
+
+    pub fn rejected(reason: impl Into<String>, valid_until: UnixTime) -> Self {
+        Self { version: ENTRY_VERSION, verdict: Verdict::Rejected { reason: reason.into() }, valid_until }
+    }
+
+    /// Checked on every read: an entry is never used past its own deadline, nor past the
+    /// expiry of the identity inside it.
+    pub fn is_usable_at(&self, now: UnixTime) -> bool {
+        let identity_alive = match &self.verdict {
+            Verdict::Valid { identity } => !identity.is_expired_at(now),
+            Verdict::Rejected { .. } => true,
+        };
+        self.version == ENTRY_VERSION && now < self.valid_until && identity_alive
+    }
+
+    pub fn seconds_left(&self, now: UnixTime) -> u64 {
+        u64::try_from(self.valid_until - now).unwrap_or(0)
+    }
+
+    pub fn identity(&self) -> Option<&ValidatedIdentity> {
+        match &self.verdict {
+            Verdict::Valid { identity } => Some(identity),
+            Verdict::Rejected { .. } => None,
+        }
+    }
+
+    pub fn to_result(&self) -> Result<ValidatedIdentity, ValidationError> {
+        match &self.verdict {
+            Verdict::Valid { identity } => Ok(identity.clone()),
+            Verdict::Rejected { reason } => Err(ValidationError::rejected(reason.clone())),
+        }
+    }
+}
+
+/// What one replica tells the others to drop from their in-process caches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Invalidation {
+    Drop { keys: Vec<String> },
+    PurgeSubject { issuer: Option<String>, subject_digest: String },
+}
+
+/// Subjects are personal data: indexes and messages carry their digest only.
+pub fn subject_digest(subject: &str) -> String {
+    Sha256::digest(subject.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn is_entry_of_subject(entry: &CacheEntry, issuer: Option<&str>, subject_digest_hex: &str) -> bool {
+    entry.identity().is_some_and(|identity| {
+        issuer.is_none_or(|iss| iss == identity.issuer) && subject_digest(&identity.subject) == subject_digest_hex
+    })
+}

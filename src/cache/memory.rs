@@ -1,0 +1,136 @@
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::entry::is_entry_of_subject;
+use super::{CacheEntry, CacheError, CacheKey, IdentityCache, subject_digest};
+use crate::clock::UnixTime;
+
+/// An entry and how long the store keeps it, fixed when it is written.
+#[derive(Debug, Clone)]
+struct Stored {
+    entry: Arc<CacheEntry>,
+    keep_for: Duration,
+}
+
+impl Stored {
+    fn new(entry: CacheEntry, now: UnixTime) -> Self {
+        let keep_for = Duration::from_secs(entry.seconds_left(now));
+        Self { entry: Arc::new(entry), keep_for }
+    }
+}
+
+struct KeepFor;
+
+impl Expiry<CacheKey, Stored> for KeepFor {
+    fn expire_after_create(&self, _: &CacheKey, stored: &Stored, _: Instant) -> Option<Duration> {
+        Some(stored.keep_for)
+    }
+}
+
+impl Expiry<CacheKey, (UnixTime, Duration)> for KeepFor {
+    fn expire_after_create(&self, _: &CacheKey, seen: &(UnixTime, Duration), _: Instant) -> Option<Duration> {
+        Some(seen.1)
+    }
+}
+
+/// The in-process cache, bounded by entry count. Cloning shares it.
+#[derive(Clone)]
+pub struct MemoryCache {
+    entries: Cache<CacheKey, Stored>,
+    first_seen: Cache<CacheKey, (UnixTime, Duration)>,
+}
+
+impl MemoryCache {
+    pub fn new(max_entries: u64) -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(KeepFor)
+                .support_invalidation_closures()
+                .build(),
+            first_seen: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
+        }
+    }
+
+    /// The entry for `key`, or the one `load` produces. Concurrent callers for the same key
+    /// share one `load`: the upstream is asked once however many requests arrive together.
+    pub async fn get_or_load<F, E>(&self, key: CacheKey, now: UnixTime, load: F) -> Result<Arc<CacheEntry>, E>
+    where
+        F: Future<Output = Result<CacheEntry, E>>,
+        E: Clone + Send + Sync + 'static,
+    {
+        self.entries
+            .try_get_with(key, async move { load.await.map(|entry| Stored::new(entry, now)) })
+            .await
+            .map(|stored| stored.entry)
+            .map_err(|shared: Arc<E>| (*shared).clone())
+    }
+
+    /// The entry for `key` if it is usable at `now`; an unusable one is dropped.
+    pub async fn get_usable(&self, key: &CacheKey, now: UnixTime) -> Option<Arc<CacheEntry>> {
+        let stored = self.entries.get(key).await?;
+        if stored.entry.is_usable_at(now) {
+            Some(stored.entry)
+        } else {
+            self.entries.invalidate(key).await;
+            None
+        }
+    }
+
+    pub async fn insert(&self, key: CacheKey, entry: CacheEntry, now: UnixTime) {
+        self.entries.insert(key, Stored::new(entry, now)).await;
+    }
+
+    pub async fn drop_keys(&self, keys: &[CacheKey]) {
+        for key in keys {
+            self.entries.invalidate(key).await;
+        }
+    }
+
+    /// Drops every entry whose identity has this subject digest (and issuer, when given).
+    pub fn drop_subject(&self, issuer: Option<String>, subject_digest_hex: String) {
+        let dropped = self.entries.invalidate_entries_if(move |_, stored| {
+            is_entry_of_subject(&stored.entry, issuer.as_deref(), &subject_digest_hex)
+        });
+        if dropped.is_err() {
+            // Only possible without support_invalidation_closures, which `new` always sets.
+            self.entries.invalidate_all();
+        }
+    }
+}
+
+#[async_trait]
+impl IdentityCache for MemoryCache {
+    async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, CacheError> {
+        Ok(self.entries.get(key).await.map(|stored| (*stored.entry).clone()))
+    }
+
+    async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
+        if entry.seconds_left(now) > 0 {
+            self.insert(key.clone(), entry.clone(), now).await;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
+        self.drop_keys(keys).await;
+        Ok(())
+    }
+
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: i64) -> Result<UnixTime, CacheError> {
+        let keep = Duration::from_secs(u64::try_from(remember_for).unwrap_or(0));
+        Ok(self.first_seen.get_with(key.clone(), async move { (now, keep) }).await.0)
+    }
+
+    async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
+        let before = self.entries.entry_count();
+        self.drop_subject(issuer.map(str::to_owned), subject_digest(subject));
+        self.entries.run_pending_tasks().await;
+        Ok(before.saturating_sub(self.entries.entry_count()))
+    }
+}

@@ -1,0 +1,217 @@
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deadpool_redis::{Config, Pool, Runtime};
+use futures_util::StreamExt as _;
+
+use super::entry::is_entry_of_subject;
+use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
+use crate::clock::UnixTime;
+
+enum Query {
+    Command(redis::Cmd),
+    Pipeline(redis::Pipeline),
+}
+
+fn command(name: &str) -> redis::Cmd {
+    redis::cmd(name)
+}
+
+/// After a failed call, Redis is skipped for this long so requests do not each wait out a
+/// timeout; the next call after it tries again, which is how reconnection happens.
+const BACKOFF: Duration = Duration::from_secs(2);
+
+/// The shared L2 cache in Redis: `{prefix}:v1:id:{upstream}:{sha256}` holds a versioned JSON
+/// entry, `{prefix}:v1:seen:…` the first sighting of a token, `{prefix}:v1:sub:{sha256(sub)}`
+/// the keys of one subject, and `{prefix}:v1:invalidate` carries messages between replicas.
+pub struct RedisCache {
+    pool: Pool,
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    index_ttl: u64,
+    started: Instant,
+    skip_until_ms: AtomicI64,
+}
+
+impl RedisCache {
+    /// Builds the pool; no connection is made until first use, so a Redis that is down at
+    /// startup only degrades the cache.
+    pub fn new(url: &str, prefix: &str, timeout: Duration, max_ttl: Duration) -> Result<Self, CacheError> {
+        let pool = Config::from_url(url)
+            .builder()
+            .map_err(|e| CacheError::Unavailable(e.to_string()))?
+            .max_size(32)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            pool,
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            timeout,
+            index_ttl: max_ttl.as_secs().max(1),
+            started: Instant::now(),
+            skip_until_ms: AtomicI64::new(0),
+        })
+    }
+
+    fn entry_key(&self, key: &CacheKey) -> String {
+        format!("{}:v1:id:{}", self.prefix, key.to_wire())
+    }
+
+    fn seen_key(&self, key: &CacheKey) -> String {
+        format!("{}:v1:seen:{}", self.prefix, key.to_wire())
+    }
+
+    fn subject_key(&self, subject_digest_hex: &str) -> String {
+        format!("{}:v1:sub:{subject_digest_hex}", self.prefix)
+    }
+
+    pub fn channel(&self) -> String {
+        format!("{}:v1:invalidate", self.prefix)
+    }
+
+    fn elapsed_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Runs one command or pipeline within the timeout, skipping Redis during a backoff.
+    async fn run<T: redis::FromRedisValue>(&self, operation: &'static str, query: Query) -> Result<T, CacheError> {
+        if self.elapsed_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            return Err(CacheError::Unavailable("backing off after a Redis failure".into()));
+        }
+        let attempt = async {
+            let mut connection = self.pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
+            let reply = match &query {
+                Query::Command(command) => command.query_async(&mut connection).await,
+                Query::Pipeline(pipeline) => pipeline.query_async(&mut connection).await,
+            };
+            reply.map_err(|e| CacheError::Unavailable(e.to_string()))
+        };
+        let result = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(CacheError::Unavailable("Redis timed out".into())),
+        };
+        if let Err(error) = &result {
+            crate::metrics::redis_error(operation);
+            let backoff_ms = i64::try_from(BACKOFF.as_millis()).unwrap_or(i64::MAX);
+            self.skip_until_ms.store(self.elapsed_ms() + backoff_ms, Ordering::Relaxed);
+            tracing::warn!(operation, %error, "Redis call failed; using the in-process cache alone for now");
+        }
+        result
+    }
+
+    /// Applies other replicas' invalidations to `local` until the process ends, reconnecting
+    /// with a pause after every failure.
+    pub async fn follow_invalidations(url: String, channel: String, local: MemoryCache) {
+        loop {
+            if let Err(error) = Self::subscribe_once(&url, &channel, &local).await {
+                tracing::warn!(%error, "Redis invalidation channel lost; reconnecting");
+            }
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+
+    async fn subscribe_once(url: &str, channel: &str, local: &MemoryCache) -> redis::RedisResult<()> {
+        let client = redis::Client::open(url)?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(payload) = message.get_payload::<String>() else { continue };
+            match serde_json::from_str::<Invalidation>(&payload) {
+                Ok(Invalidation::Drop { keys }) => {
+                    let keys: Vec<_> = keys.iter().filter_map(|k| CacheKey::from_wire(k)).collect();
+                    local.drop_keys(&keys).await;
+                }
+                Ok(Invalidation::PurgeSubject { issuer, subject_digest }) => local.drop_subject(issuer, subject_digest),
+                Err(_) => tracing::warn!("ignoring a malformed invalidation message"),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+#[async_trait]
+impl IdentityCache for RedisCache {
+    async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, CacheError> {
+        let redis_key = self.entry_key(key);
+        let raw: Option<Vec<u8>> = self.run("get", Query::Command(command("GET").arg(&redis_key).clone())).await?;
+        // An entry of another version or shape is a miss, to be overwritten.
+        Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
+        let ttl = entry.seconds_left(now);
+        if ttl == 0 {
+            return Ok(());
+        }
+        let value = serde_json::to_vec(entry).map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        let redis_key = self.entry_key(key);
+        let index = entry.identity().map(|identity| self.subject_key(&subject_digest(&identity.subject)));
+        let mut pipe = redis::pipe();
+        pipe.set_ex(&redis_key, value, ttl).ignore();
+        if let Some(index) = &index {
+            pipe.sadd(index, &redis_key).ignore();
+            pipe.expire(index, i64::try_from(self.index_ttl).unwrap_or(i64::MAX)).ignore();
+        }
+        self.run("put", Query::Pipeline(pipe)).await
+    }
+
+    async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
+        let redis_keys: Vec<String> = keys.iter().map(|k| self.entry_key(k)).collect();
+        self.run("remove", Query::Command(command("DEL").arg(&redis_keys).clone())).await
+    }
+
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: i64) -> Result<UnixTime, CacheError> {
+        let redis_key = self.seen_key(key);
+        let remember = u64::try_from(remember_for).unwrap_or(1).max(1);
+        // SET NX GET: records `now` unless a sighting exists, and returns the earlier one.
+        let set = command("SET").arg(&redis_key).arg(now).arg("NX").arg("GET").arg("EX").arg(remember).clone();
+        let earlier: Option<i64> = self.run("first_seen", Query::Command(set)).await?;
+        Ok(earlier.unwrap_or(now))
+    }
+
+    async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
+        let digest = subject_digest(subject);
+        let index = self.subject_key(&digest);
+        let members: Vec<String> = self.run("purge", Query::Command(command("SMEMBERS").arg(&index).clone())).await?;
+        let mut removed = 0;
+        for redis_key in members {
+            let raw: Option<Vec<u8>> = self.run("purge", Query::Command(command("GET").arg(&redis_key).clone())).await?;
+            let entry = raw.and_then(|bytes| serde_json::from_slice::<CacheEntry>(&bytes).ok());
+            if entry.is_some_and(|e| is_entry_of_subject(&e, issuer, &digest)) {
+                let () = self.run("purge", Query::Command(command("DEL").arg(&redis_key).clone())).await?;
+                removed += 1;
+            }
+        }
+        if issuer.is_none() {
+            let () = self.run("purge", Query::Command(command("DEL").arg(&index).clone())).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn publish(&self, invalidation: &Invalidation) -> Result<(), CacheError> {
+        let message = serde_json::to_string(invalidation).map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        let channel = self.channel();
+        self.run("publish", Query::Command(command("PUBLISH").arg(&channel).arg(&message).clone())).await
+    }
+
+    async fn is_healthy(&self) -> bool {
+        // A health probe must not wait for the backoff to end, nor start one.
+        let probe = async {
+            let mut connection = self.pool.get().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
+        };
+        matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Some(_)))
+    }
+}

@@ -1,0 +1,174 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{CacheEntry, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
+use crate::clock::UnixTime;
+use crate::config::CacheSettings;
+use crate::subject::{SubjectToken, ValidatedIdentity};
+use crate::upstream::{Route, Upstreams, ValidationError, Vouched};
+
+/// How long verdicts are kept, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub max_ttl: i64,
+    pub negative_ttl: i64,
+    pub expiry_leeway: i64,
+}
+
+impl CachePolicy {
+    pub fn from_settings(settings: &CacheSettings) -> Self {
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        Self {
+            max_ttl: secs(settings.max_ttl),
+            negative_ttl: secs(settings.negative_ttl),
+            expiry_leeway: secs(settings.expiry_leeway),
+        }
+    }
+}
+
+/// Turns a token into a validated identity: in-process cache, then the shared cache, then
+/// the one responsible upstream, remembering the answer as long as it may be trusted.
+pub struct IdentityResolver {
+    upstreams: Arc<Upstreams>,
+    local: MemoryCache,
+    shared: Option<Arc<dyn IdentityCache>>,
+    policy: CachePolicy,
+}
+
+impl IdentityResolver {
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        local: MemoryCache,
+        shared: Option<Arc<dyn IdentityCache>>,
+        policy: CachePolicy,
+    ) -> Self {
+        Self { upstreams, local, shared, policy }
+    }
+
+    #[tracing::instrument(name = "resolve", skip_all, fields(token = %token.digest().fingerprint()))]
+    pub async fn resolve(
+        &self,
+        token: &SubjectToken,
+        bound_upstream: Option<&str>,
+        now: UnixTime,
+    ) -> Result<ValidatedIdentity, ValidationError> {
+        let route = self.upstreams.route(token, bound_upstream)?;
+        let key = CacheKey::new(route.upstream_name(), token.digest());
+        if let Some(entry) = self.local.get_usable(&key, now).await {
+            crate::metrics::cache_lookup("l1", if entry.identity().is_some() { "hit" } else { "negative_hit" });
+            return entry.to_result();
+        }
+        crate::metrics::cache_lookup("l1", "miss");
+        let led = AtomicBool::new(false);
+        let entry = self
+            .local
+            .get_or_load(key.clone(), now, async {
+                led.store(true, Ordering::Relaxed);
+                self.load(&route, token, &key, now).await
+            })
+            .await?;
+        if !led.load(Ordering::Relaxed) {
+            crate::metrics::coalesced_wait();
+        }
+        entry.to_result()
+    }
+
+    /// Runs once per key at a time (the single-flight leader).
+    async fn load(&self, route: &Route, token: &SubjectToken, key: &CacheKey, now: UnixTime) -> Result<CacheEntry, ValidationError> {
+        if let Some(shared) = &self.shared {
+            match shared.get(key).await {
+                Ok(Some(entry)) if entry.is_usable_at(now) => {
+                    crate::metrics::cache_lookup("l2", if entry.identity().is_some() { "hit" } else { "negative_hit" });
+                    return Ok(entry);
+                }
+                Ok(_) => crate::metrics::cache_lookup("l2", "miss"),
+                Err(_) => {} // counted and logged by the backend; carry on without it
+            }
+        }
+        let entry = match route.validate(token, now).await {
+            Ok(vouched) => self.positive_entry(vouched, key, now).await,
+            Err(ValidationError::Rejected(reason)) => CacheEntry::rejected(reason, now + self.policy.negative_ttl),
+            // Transient or operator trouble: remembered nowhere, the next request asks again.
+            Err(other) => return Err(other),
+        };
+        if let Some(shared) = &self.shared {
+            let _ = shared.put(key, &entry, now).await;
+        }
+        Ok(entry)
+    }
+
+    /// TTL = min(expiry − leeway, how long the answer may be trusted, `max_ttl`), computed
+    /// only now that the upstream has answered.
+    async fn positive_entry(&self, vouched: Vouched, key: &CacheKey, now: UnixTime) -> CacheEntry {
+        let mut identity = vouched.identity;
+        if identity.expires_at.is_none()
+            && let Some(lifetime) = vouched.lifetime_from_first_sight
+        {
+            let first_seen = self.first_seen(key, now, lifetime).await;
+            if first_seen + lifetime <= now {
+                return CacheEntry::rejected("the token has outlived the provider's token lifetime", now + self.policy.negative_ttl);
+            }
+            identity.expires_at = Some(first_seen + lifetime);
+        }
+        let mut valid_until = now + self.policy.max_ttl;
+        if let Some(exp) = identity.expires_at {
+            valid_until = valid_until.min(exp - self.policy.expiry_leeway);
+        }
+        if let Some(trust_for) = vouched.trust_for {
+            valid_until = valid_until.min(now + trust_for);
+        }
+        CacheEntry::valid(identity, valid_until)
+    }
+
+    /// The first sighting is shared through Redis when there is one, so every replica counts
+    /// a provider's fixed lifetime from the same moment. It is remembered for twice that
+    /// lifetime, so a token past it stays refused rather than starting a new life.
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, lifetime: i64) -> UnixTime {
+        let remember_for = lifetime.saturating_mul(2);
+        if let Some(shared) = &self.shared
+            && let Ok(first) = shared.first_seen(key, now, remember_for).await
+        {
+            return first;
+        }
+        self.local.first_seen(key, now, remember_for).await.unwrap_or(now)
+    }
+
+    /// RFC 7009: forget the token everywhere and refuse it from now on, for `max_ttl`.
+    pub async fn revoke(&self, token: &SubjectToken, now: UnixTime) {
+        let digest = token.digest();
+        let keys: Vec<CacheKey> = self.upstreams.names().iter().map(|name| CacheKey::new(name, digest)).collect();
+        let marker = CacheEntry::rejected("the token was revoked", now + self.policy.max_ttl);
+        for key in &keys {
+            self.local.insert(key.clone(), marker.clone(), now).await;
+            if let Some(shared) = &self.shared {
+                let _ = shared.put(key, &marker, now).await;
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let _ = shared.publish(&Invalidation::Drop { keys: keys.iter().map(CacheKey::to_wire).collect() }).await;
+        }
+        tracing::info!(security_event = "token_revoked", token = %digest.fingerprint(), "token revoked");
+    }
+
+    /// Drops every cached identity of a subject, here and on every replica; the next
+    /// exchange of any of its tokens asks the upstream again.
+    pub async fn purge_subject(&self, issuer: Option<&str>, subject: &str) -> u64 {
+        let mut removed = self.local.remove_subject(issuer, subject).await.unwrap_or(0);
+        if let Some(shared) = &self.shared {
+            removed += shared.remove_subject(issuer, subject).await.unwrap_or(0);
+            let message =
+                Invalidation::PurgeSubject { issuer: issuer.map(str::to_owned), subject_digest: subject_digest(subject) };
+            let _ = shared.publish(&message).await;
+        }
+        tracing::info!(security_event = "subject_purged", removed, "cached identities of a subject purged");
+        removed
+    }
+
+    /// `None` without a shared cache; otherwise whether it answers.
+    pub async fn shared_cache_healthy(&self) -> Option<bool> {
+        match &self.shared {
+            Some(shared) => Some(shared.is_healthy().await),
+            None => None,
+        }
+    }
+}

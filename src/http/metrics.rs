@@ -1,0 +1,19 @@
+use actix_web::{HttpResponse, get, web};
+
+use crate::state::AppState;
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
+)]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let body = state.metrics.as_ref().map(|handle| {
+        handle.run_upkeep();
+        handle.render()
+    });
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body.unwrap_or_default())
+}

@@ -1,0 +1,197 @@
+//! Opaque access tokens: RFC 7662 introspection for validity and expiry, OIDC userinfo
+//! (Core §5.3) for profile claims or as the only check, in that order.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use oauth2::basic::BasicTokenType;
+use oauth2::{StandardTokenIntrospectionResponse, TokenIntrospectionResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::{HttpFailure, UpstreamCall, UpstreamHttp, ValidationError, Vouched};
+use crate::clock::UnixTime;
+use crate::config::{UpstreamClientAuth, UpstreamSettings};
+use crate::subject::{SubjectToken, ValidatedIdentity, retain_claims};
+
+/// Members of an introspection response beyond RFC 7662's own, kept for claim copying.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+struct ExtraMembers(Map<String, Value>);
+
+impl oauth2::ExtraTokenFields for ExtraMembers {}
+
+type IntrospectionResponse = StandardTokenIntrospectionResponse<ExtraMembers, BasicTokenType>;
+
+struct Introspection {
+    endpoint: Url,
+    client_id: String,
+    client_secret: String,
+    auth: UpstreamClientAuth,
+}
+
+/// An upstream that validates opaque tokens by asking the provider about each one.
+pub struct OpaqueUpstream {
+    name: String,
+    issuer: String,
+    introspection: Option<Introspection>,
+    userinfo: Option<Url>,
+    userinfo_ttl: i64,
+    token_lifetime: Option<i64>,
+    leeway: i64,
+    retained_claims: Vec<String>,
+    http: Arc<UpstreamHttp>,
+}
+
+impl OpaqueUpstream {
+    /// `None` when the upstream has no endpoint for opaque tokens.
+    pub fn from_settings(settings: &UpstreamSettings, retained_claims: &[String], http: Arc<UpstreamHttp>) -> Option<Self> {
+        let introspection = settings.introspection_endpoint.clone().map(|endpoint| Introspection {
+            endpoint,
+            client_id: settings.client_id.clone().unwrap_or_default(),
+            client_secret: settings.client_secret.clone().unwrap_or_default(),
+            auth: settings.client_auth_method,
+        });
+        if introspection.is_none() && settings.userinfo_endpoint.is_none() {
+            return None;
+        }
+        Some(Self {
+            name: settings.name.clone(),
+            issuer: settings.issuer.clone(),
+            introspection,
+            userinfo: settings.userinfo_endpoint.clone(),
+            userinfo_ttl: super::seconds(settings.userinfo_ttl),
+            token_lifetime: settings.token_lifetime.map(super::seconds),
+            leeway: super::seconds(settings.leeway),
+            retained_claims: retained_claims.to_vec(),
+            http,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<Vouched, ValidationError> {
+        let mut known = Known::default();
+        if let Some(introspection) = &self.introspection {
+            known = self.introspect(introspection, token, now).await?;
+        }
+        if let Some(endpoint) = &self.userinfo {
+            let profile = self.userinfo(endpoint, token).await?;
+            known.merge_userinfo(profile)?;
+        }
+        let subject = known.subject.ok_or_else(|| ValidationError::rejected("the upstream named no subject"))?;
+        let unknown_expiry = known.expires_at.is_none();
+        Ok(Vouched {
+            identity: ValidatedIdentity {
+                upstream: self.name.clone(),
+                issuer: known.issuer.unwrap_or_else(|| self.issuer.clone()),
+                subject,
+                expires_at: known.expires_at,
+                scopes: known.scopes,
+                claims: retain_claims(&known.claims, &self.retained_claims),
+            },
+            // Nothing says when the token dies: trust the answer only for a while.
+            trust_for: unknown_expiry.then_some(self.userinfo_ttl),
+            lifetime_from_first_sight: if unknown_expiry { self.token_lifetime } else { None },
+        })
+    }
+
+    async fn introspect(&self, introspection: &Introspection, token: &SubjectToken, now: UnixTime) -> Result<Known, ValidationError> {
+        let mut form = vec![("token", token.expose_secret()), ("token_type_hint", "access_token")];
+        let mut request = self.http.client().post(introspection.endpoint.clone()).header("Accept", "application/json");
+        match introspection.auth {
+            UpstreamClientAuth::ClientSecretBasic => {
+                request = request.header("Authorization", basic(&introspection.client_id, &introspection.client_secret));
+            }
+            UpstreamClientAuth::ClientSecretPost => {
+                form.push(("client_id", &introspection.client_id));
+                form.push(("client_secret", &introspection.client_secret));
+            }
+        }
+        let call = UpstreamCall { upstream: &self.name, kind: "introspection" };
+        let raw: Value = self.http.send_json(call, request.form(&form)).await.map_err(|failure| match failure {
+            HttpFailure::Status(401 | 403) => ValidationError::Misconfigured("introspection refused our client credentials".into()),
+            other => from_http(other, "introspection"),
+        })?;
+        // RFC 7662 §2.2: only the JSON boolean `true` means active; anything else is not.
+        let response: IntrospectionResponse =
+            serde_json::from_value(raw).map_err(|_| ValidationError::rejected("the introspection response is not RFC 7662"))?;
+        if !response.active() {
+            return Err(ValidationError::rejected("the token is not active"));
+        }
+        let expires_at = response.exp().map(|t| t.timestamp());
+        if expires_at.is_some_and(|exp| exp <= now) {
+            return Err(ValidationError::rejected("the token has expired"));
+        }
+        if response.nbf().is_some_and(|nbf| nbf.timestamp() > now + self.leeway) {
+            return Err(ValidationError::rejected("the token is not yet valid"));
+        }
+        Ok(Known {
+            subject: response.sub().map(str::to_owned),
+            issuer: response.iss().map(str::to_owned),
+            expires_at,
+            scopes: response.scopes().map(|s| s.iter().map(|scope| scope.to_string()).collect()).unwrap_or_default(),
+            claims: response.extra_fields().0.clone(),
+        })
+    }
+
+    async fn userinfo(&self, endpoint: &Url, token: &SubjectToken) -> Result<Map<String, Value>, ValidationError> {
+        let request = self
+            .http
+            .client()
+            .get(endpoint.clone())
+            .bearer_auth(token.expose_secret())
+            .header("Accept", "application/json");
+        let call = UpstreamCall { upstream: &self.name, kind: "userinfo" };
+        self.http.send_json(call, request).await.map_err(|failure| match failure {
+            // OIDC Core §5.3.3 with RFC 6750 §3.1: 401 means the token is not valid.
+            HttpFailure::Status(401) => ValidationError::rejected("userinfo refused the token"),
+            other => from_http(other, "userinfo"),
+        })
+    }
+}
+
+/// What the upstream has told us so far.
+#[derive(Default)]
+struct Known {
+    subject: Option<String>,
+    issuer: Option<String>,
+    expires_at: Option<UnixTime>,
+    scopes: Vec<String>,
+    claims: Map<String, Value>,
+}
+
+impl Known {
+    /// OIDC Core §5.3.2: `sub` is always present, and must match what we already know.
+    fn merge_userinfo(&mut self, profile: Map<String, Value>) -> Result<(), ValidationError> {
+        let sub = profile
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ValidationError::rejected("the userinfo response has no sub"))?;
+        match &self.subject {
+            Some(known) if known != sub => return Err(ValidationError::rejected("userinfo names another subject")),
+            Some(_) => {}
+            None => self.subject = Some(sub.to_owned()),
+        }
+        self.claims.extend(profile);
+        Ok(())
+    }
+}
+
+fn from_http(failure: HttpFailure, what: &str) -> ValidationError {
+    match failure {
+        HttpFailure::Unavailable { reason, retry_after_secs } => ValidationError::unavailable(reason, retry_after_secs),
+        other => ValidationError::Misconfigured(format!("{what}: {other}")),
+    }
+}
+
+/// RFC 6749 §2.3.1: both parts form-urlencoded before base64.
+fn basic(client_id: &str, secret: &str) -> String {
+    let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    format!("Basic {}", STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret))))
+}
