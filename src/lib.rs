@@ -3,11 +3,11 @@
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and the flow of an exchange.
 
+pub mod cache;
 pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod config;
-pub mod cache;
 pub mod exchange;
 pub mod http;
 pub mod keys;

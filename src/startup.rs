@@ -46,8 +46,13 @@ impl Application {
         let identities = Arc::new(identity_resolver(&settings, upstreams)?);
         let clients = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
             .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
-        let exchange =
-            ExchangeService::new(identities.clone(), keys.clone(), settings.server.issuer.clone(), &settings.tokens, clock);
+        let exchange = ExchangeService::new(
+            identities.clone(),
+            keys.clone(),
+            settings.server.issuer.clone(),
+            &settings.tokens,
+            clock,
+        );
         let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings), true);
         let state = web::Data::new(AppState {
             clients,

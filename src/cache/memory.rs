@@ -48,11 +48,7 @@ pub struct MemoryCache {
 impl MemoryCache {
     pub fn new(max_entries: u64) -> Self {
         Self {
-            entries: Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(KeepFor)
-                .support_invalidation_closures()
-                .build(),
+            entries: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
             first_seen: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
         }
     }
@@ -92,15 +88,17 @@ impl MemoryCache {
         }
     }
 
-    /// Drops every entry whose identity has this subject digest (and issuer, when given).
-    pub fn drop_subject(&self, issuer: Option<String>, subject_digest_hex: String) {
-        let dropped = self.entries.invalidate_entries_if(move |_, stored| {
-            is_entry_of_subject(&stored.entry, issuer.as_deref(), &subject_digest_hex)
-        });
-        if dropped.is_err() {
-            // Only possible without support_invalidation_closures, which `new` always sets.
-            self.entries.invalidate_all();
-        }
+    /// Drops every entry whose identity has this subject digest (and issuer, when given);
+    /// returns how many. A full scan: purges are rare, lookups are not.
+    pub async fn drop_subject(&self, issuer: Option<&str>, subject_digest_hex: &str) -> u64 {
+        let doomed: Vec<CacheKey> = self
+            .entries
+            .iter()
+            .filter(|(_, stored)| is_entry_of_subject(&stored.entry, issuer, subject_digest_hex))
+            .map(|(key, _)| (*key).clone())
+            .collect();
+        self.drop_keys(&doomed).await;
+        doomed.len() as u64
     }
 }
 
@@ -128,9 +126,6 @@ impl IdentityCache for MemoryCache {
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
-        let before = self.entries.entry_count();
-        self.drop_subject(issuer.map(str::to_owned), subject_digest(subject));
-        self.entries.run_pending_tasks().await;
-        Ok(before.saturating_sub(self.entries.entry_count()))
+        Ok(self.drop_subject(issuer, &subject_digest(subject)).await)
     }
 }

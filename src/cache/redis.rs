@@ -129,7 +129,9 @@ impl RedisCache {
                     let keys: Vec<_> = keys.iter().filter_map(|k| CacheKey::from_wire(k)).collect();
                     local.drop_keys(&keys).await;
                 }
-                Ok(Invalidation::PurgeSubject { issuer, subject_digest }) => local.drop_subject(issuer, subject_digest),
+                Ok(Invalidation::PurgeSubject { issuer, subject_digest }) => {
+                    local.drop_subject(issuer.as_deref(), &subject_digest).await;
+                }
                 Err(_) => tracing::warn!("ignoring a malformed invalidation message"),
             }
         }
@@ -187,7 +189,8 @@ impl IdentityCache for RedisCache {
         let members: Vec<String> = self.run("purge", Query::Command(command("SMEMBERS").arg(&index).clone())).await?;
         let mut removed = 0;
         for redis_key in members {
-            let raw: Option<Vec<u8>> = self.run("purge", Query::Command(command("GET").arg(&redis_key).clone())).await?;
+            let raw: Option<Vec<u8>> =
+                self.run("purge", Query::Command(command("GET").arg(&redis_key).clone())).await?;
             let entry = raw.and_then(|bytes| serde_json::from_slice::<CacheEntry>(&bytes).ok());
             if entry.is_some_and(|e| is_entry_of_subject(&e, issuer, &digest)) {
                 let () = self.run("purge", Query::Command(command("DEL").arg(&redis_key).clone())).await?;

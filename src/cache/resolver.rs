@@ -74,7 +74,13 @@ impl IdentityResolver {
     }
 
     /// Runs once per key at a time (the single-flight leader).
-    async fn load(&self, route: &Route, token: &SubjectToken, key: &CacheKey, now: UnixTime) -> Result<CacheEntry, ValidationError> {
+    async fn load(
+        &self,
+        route: &Route,
+        token: &SubjectToken,
+        key: &CacheKey,
+        now: UnixTime,
+    ) -> Result<CacheEntry, ValidationError> {
         if let Some(shared) = &self.shared {
             match shared.get(key).await {
                 Ok(Some(entry)) if entry.is_usable_at(now) => {
@@ -106,7 +112,10 @@ impl IdentityResolver {
         {
             let first_seen = self.first_seen(key, now, lifetime).await;
             if first_seen + lifetime <= now {
-                return CacheEntry::rejected("the token has outlived the provider's token lifetime", now + self.policy.negative_ttl);
+                return CacheEntry::rejected(
+                    "the token has outlived the provider's token lifetime",
+                    now + self.policy.negative_ttl,
+                );
             }
             identity.expires_at = Some(first_seen + lifetime);
         }
@@ -156,8 +165,10 @@ impl IdentityResolver {
         let mut removed = self.local.remove_subject(issuer, subject).await.unwrap_or(0);
         if let Some(shared) = &self.shared {
             removed += shared.remove_subject(issuer, subject).await.unwrap_or(0);
-            let message =
-                Invalidation::PurgeSubject { issuer: issuer.map(str::to_owned), subject_digest: subject_digest(subject) };
+            let message = Invalidation::PurgeSubject {
+                issuer: issuer.map(str::to_owned),
+                subject_digest: subject_digest(subject),
+            };
             let _ = shared.publish(&message).await;
         }
         tracing::info!(security_event = "subject_purged", removed, "cached identities of a subject purged");

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
-use aws_lc_rs::{constant_time, hmac, rand};
+use aws_lc_rs::{hmac, rand};
 
 use crate::config::ClientSettings;
 use crate::oauth::{ClientCredentials, OAuthError, ScopeSet};
@@ -45,9 +45,10 @@ const LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
 
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<RegisteredClient>>,
-    /// Per-process key for remembering verified secrets without keeping them.
+    /// Per-process key for remembering verdicts on secrets without keeping the secrets.
     memo_key: hmac::Key,
-    verified: moka::future::Cache<String, hmac::Tag>,
+    /// (client, keyed digest of the presented secret) → argon2 verdict.
+    verdicts: moka::future::Cache<(String, Vec<u8>), bool>,
     failures: moka::future::Cache<String, Arc<AtomicU32>>,
     max_failures: u32,
 }
@@ -64,7 +65,10 @@ impl ClientRegistry {
                 .map(|c| (c.client_id.clone(), Arc::new(RegisteredClient::from_settings(c))))
                 .collect(),
             memo_key,
-            verified: moka::future::Cache::builder().max_capacity(10_000).build(),
+            verdicts: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
             failures: moka::future::Cache::builder().max_capacity(100_000).time_to_live(LOCKOUT_WINDOW).build(),
             max_failures: max_failures_per_minute,
         })
@@ -92,27 +96,27 @@ impl ClientRegistry {
         Ok(client)
     }
 
+    /// argon2 runs once per client and presented secret per process; concurrent requests with
+    /// the same secret share that one run. The memo is keyed by an HMAC under a per-process
+    /// random key, so neither the secret nor anything an attacker could test offline is kept.
     async fn secret_matches(&self, client: &RegisteredClient, credentials: &ClientCredentials) -> bool {
         let presented = hmac::sign(&self.memo_key, credentials.secret.expose_secret().as_bytes());
-        if let Some(remembered) = self.verified.get(&client.client_id).await
-            && constant_time::verify_slices_are_equal(remembered.as_ref(), presented.as_ref()).is_ok()
-        {
-            return true;
-        }
+        let key = (client.client_id.clone(), presented.as_ref().to_vec());
         let hash = client.secret_hash.clone();
         let secret = credentials.secret.clone();
-        // argon2 takes milliseconds of CPU by design: keep it off the async workers.
-        let verified = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
-                Argon2::default().verify_password(secret.expose_secret().as_bytes(), &parsed).is_ok()
+        self.verdicts
+            .try_get_with(key, async move {
+                // argon2 takes milliseconds of CPU by design: keep it off the async workers.
+                tokio::task::spawn_blocking(move || {
+                    PasswordHash::new(&hash).is_ok_and(|parsed| {
+                        Argon2::default().verify_password(secret.expose_secret().as_bytes(), &parsed).is_ok()
+                    })
+                })
+                .await
             })
-        })
-        .await
-        .unwrap_or(false);
-        if verified {
-            self.verified.insert(client.client_id.clone(), presented).await;
-        }
-        verified
+            .await
+            // A verification that did not finish is no verdict: refuse now, remember nothing.
+            .unwrap_or(false)
     }
 
     async fn record_failure(&self, client_id: &str) {

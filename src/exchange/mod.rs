@@ -6,13 +6,13 @@ mod policy;
 
 use std::sync::Arc;
 
+use crate::cache::IdentityResolver;
 use crate::clients::RegisteredClient;
 use crate::clock::{SharedClock, UnixTime};
 use crate::config::TokenSettings;
 use crate::keys::{KeyRing, sign_jwt};
 use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, ScopeSet, TokenType};
 use crate::subject::ValidatedIdentity;
-use crate::cache::IdentityResolver;
 use crate::upstream::ValidationError;
 
 /// What the token endpoint hands back.

@@ -34,7 +34,11 @@ pub struct RevocationForm {
     security(("client_secret_basic" = []), ()),
 )]
 #[post("/revoke")]
-pub async fn revoke(request: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
+pub async fn revoke(
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
     let form = read_form(&request, body, state.max_body_bytes).await?;
     authenticated_client(&request, &form, &state).await?;
     let revocation = RevocationRequest::from_form(&form)?;
@@ -72,7 +76,11 @@ pub struct PurgeResult {
     security(("client_secret_basic" = []), ()),
 )]
 #[post("/admin/purge")]
-pub async fn purge(request: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
+pub async fn purge(
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
     let form = read_form(&request, body, state.max_body_bytes).await?;
     let client = authenticated_client(&request, &form, &state).await?;
     if !client.admin {

@@ -58,7 +58,11 @@ pub struct TokenExchangeForm {
     security(("client_secret_basic" = []), ()),
 )]
 #[post("/token")]
-pub async fn token(request: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
+pub async fn token(
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
     let mut client_id = None;
     let result = issue(&request, body, &state, &mut client_id).await;
     crate::metrics::exchange(result.as_ref().map_or_else(OAuthError::code, |_| "issued"), client_id.as_deref());

@@ -111,7 +111,8 @@ impl UpstreamHttp {
     }
 
     async fn fetch_body(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpFailure> {
-        let transport = |e: reqwest::Error| HttpFailure::Unavailable { reason: UnavailableReason::of(&e), retry_after_secs: None };
+        let transport =
+            |e: reqwest::Error| HttpFailure::Unavailable { reason: UnavailableReason::of(&e), retry_after_secs: None };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status.as_u16() == 429 || status.is_server_error() {

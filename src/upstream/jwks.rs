@@ -142,7 +142,8 @@ impl JwksCache {
                 uri
             }
         };
-        let raw: RawJwks = self.http.send_json(self.call("jwks"), self.http.client().get(uri)).await.map_err(jwks_failure)?;
+        let raw: RawJwks =
+            self.http.send_json(self.call("jwks"), self.http.client().get(uri)).await.map_err(jwks_failure)?;
         let keys: Vec<_> = raw.keys.into_iter().filter_map(usable_key).map(Arc::new).collect();
         if keys.is_empty() {
             return Err(ValidationError::Misconfigured("the issuer's JWKS holds no usable signing key".into()));
@@ -158,7 +159,8 @@ impl JwksCache {
     /// OpenID Connect Discovery 1.0 §4: the document must name the very issuer we asked about.
     async fn discover(&self) -> Result<Url, ValidationError> {
         let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
-        let document: Discovery = self.http.send_json(self.call("discovery"), self.http.client().get(url)).await.map_err(jwks_failure)?;
+        let document: Discovery =
+            self.http.send_json(self.call("discovery"), self.http.client().get(url)).await.map_err(jwks_failure)?;
         if document.issuer != self.issuer {
             return Err(ValidationError::Misconfigured("discovery document names another issuer".into()));
         }

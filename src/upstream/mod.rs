@@ -97,7 +97,9 @@ impl Upstreams {
         let opaque: Vec<_> = settings
             .upstreams
             .iter()
-            .filter_map(|u| Some((u.default_for_opaque, Arc::new(OpaqueUpstream::from_settings(u, claims, http.clone())?))))
+            .filter_map(|u| {
+                Some((u.default_for_opaque, Arc::new(OpaqueUpstream::from_settings(u, claims, http.clone())?)))
+            })
             .collect();
         Self {
             by_issuer,

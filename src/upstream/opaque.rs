@@ -47,7 +47,11 @@ pub struct OpaqueUpstream {
 
 impl OpaqueUpstream {
     /// `None` when the upstream has no endpoint for opaque tokens.
-    pub fn from_settings(settings: &UpstreamSettings, retained_claims: &[String], http: Arc<UpstreamHttp>) -> Option<Self> {
+    pub fn from_settings(
+        settings: &UpstreamSettings,
+        retained_claims: &[String],
+        http: Arc<UpstreamHttp>,
+    ) -> Option<Self> {
         let introspection = settings.introspection_endpoint.clone().map(|endpoint| Introspection {
             endpoint,
             client_id: settings.client_id.clone().unwrap_or_default(),
@@ -100,12 +104,18 @@ impl OpaqueUpstream {
         })
     }
 
-    async fn introspect(&self, introspection: &Introspection, token: &SubjectToken, now: UnixTime) -> Result<Known, ValidationError> {
+    async fn introspect(
+        &self,
+        introspection: &Introspection,
+        token: &SubjectToken,
+        now: UnixTime,
+    ) -> Result<Known, ValidationError> {
         let mut form = vec![("token", token.expose_secret()), ("token_type_hint", "access_token")];
         let mut request = self.http.client().post(introspection.endpoint.clone()).header("Accept", "application/json");
         match introspection.auth {
             UpstreamClientAuth::ClientSecretBasic => {
-                request = request.header("Authorization", basic(&introspection.client_id, &introspection.client_secret));
+                request =
+                    request.header("Authorization", basic(&introspection.client_id, &introspection.client_secret));
             }
             UpstreamClientAuth::ClientSecretPost => {
                 form.push(("client_id", &introspection.client_id));
@@ -114,12 +124,14 @@ impl OpaqueUpstream {
         }
         let call = UpstreamCall { upstream: &self.name, kind: "introspection" };
         let raw: Value = self.http.send_json(call, request.form(&form)).await.map_err(|failure| match failure {
-            HttpFailure::Status(401 | 403) => ValidationError::Misconfigured("introspection refused our client credentials".into()),
+            HttpFailure::Status(401 | 403) => {
+                ValidationError::Misconfigured("introspection refused our client credentials".into())
+            }
             other => from_http(other, "introspection"),
         })?;
         // RFC 7662 §2.2: only the JSON boolean `true` means active; anything else is not.
-        let response: IntrospectionResponse =
-            serde_json::from_value(raw).map_err(|_| ValidationError::rejected("the introspection response is not RFC 7662"))?;
+        let response: IntrospectionResponse = serde_json::from_value(raw)
+            .map_err(|_| ValidationError::rejected("the introspection response is not RFC 7662"))?;
         if !response.active() {
             return Err(ValidationError::rejected("the token is not active"));
         }

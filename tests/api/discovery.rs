@@ -79,3 +79,26 @@ async fn swagger_ui_is_served() {
     assert!(ui.text().await.unwrap().contains("swagger"));
     assert_eq!(no_slash.status(), 200, "redirected to /swagger-ui/");
 }
+
+#[tokio::test]
+async fn metrics_expose_exchanges_cache_lookups_and_upstream_latency() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+    let token = idp.token(app.now());
+    app.exchange(&token, &[]).await;
+    app.exchange(&token, &[]).await;
+
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for series in [
+        "token_exchange_exchanges_total{outcome=\"issued\",client=\"gateway\"}",
+        "token_exchange_cache_lookups_total{tier=\"l1\",result=\"hit\"}",
+        "token_exchange_cache_lookups_total{tier=\"l1\",result=\"miss\"}",
+        "token_exchange_upstream_requests_total{upstream=\"idp\",kind=\"jwks\",status=\"2xx\"}",
+        "token_exchange_upstream_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+}

@@ -301,3 +301,123 @@ pub async fn fresh_postgres_database() -> String {
     let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
     format!("{base}/{name}")
 }
+
+pub const INTROSPECT_PATH: &str = "/introspect";
+pub const USERINFO_PATH: &str = "/userinfo";
+pub const UPSTREAM_CLIENT_ID: &str = "token-exchange";
+pub const UPSTREAM_CLIENT_SECRET: &str = "upstream-secret";
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix of its own for every test, so tests never see each other's entries.
+pub fn random_prefix() -> String {
+    format!("te-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl FakeIdp {
+    /// An upstream for opaque tokens on this server, the default for clients bound to none.
+    pub fn opaque_settings(&self, name: &str, introspection: bool, userinfo: bool) -> UpstreamSettings {
+        let mut settings: UpstreamSettings = serde_json::from_value(json!({
+            "name": name,
+            "issuer": format!("{}/{name}", self.issuer()),
+            "client_id": UPSTREAM_CLIENT_ID,
+            "client_secret": UPSTREAM_CLIENT_SECRET,
+            "default_for_opaque": true,
+        }))
+        .unwrap();
+        if introspection {
+            settings.introspection_endpoint = Some(format!("{}{INTROSPECT_PATH}", self.issuer()).parse().unwrap());
+        }
+        if userinfo {
+            settings.userinfo_endpoint = Some(format!("{}{USERINFO_PATH}", self.issuer()).parse().unwrap());
+        }
+        settings
+    }
+
+    /// Introspection answers `body` for `token` (and only for it).
+    pub async fn introspection_answers(&self, token: &str, response: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path(INTROSPECT_PATH))
+            .and(wiremock::matchers::body_string_contains(format!("token={token}&")))
+            .respond_with(response)
+            .mount(&self.server)
+            .await;
+    }
+
+    pub async fn introspection_active(&self, token: &str, exp: i64) {
+        let body = json!({"active": true, "sub": "opaque-user", "scope": "read write", "exp": exp, "client_id": "spa",
+                          "email": "opaque@example.com"});
+        self.introspection_answers(token, ResponseTemplate::new(200).set_body_json(body)).await;
+    }
+
+    /// Userinfo answers `response` for `token` presented as a Bearer token.
+    pub async fn userinfo_answers(&self, token: &str, response: ResponseTemplate) {
+        Mock::given(method("GET"))
+            .and(path(USERINFO_PATH))
+            .and(wiremock::matchers::header("authorization", format!("Bearer {token}").as_str()))
+            .respond_with(response)
+            .mount(&self.server)
+            .await;
+    }
+
+    pub async fn introspections(&self) -> usize {
+        self.requests_to(INTROSPECT_PATH).await
+    }
+
+    pub async fn userinfo_calls(&self) -> usize {
+        self.requests_to(USERINFO_PATH).await
+    }
+}
+
+/// Settings for an app whose opaque tokens go to `idp`'s introspection, with Redis as L2.
+pub fn with_opaque_and_redis(idp: &FakeIdp, prefix: &str) -> impl FnOnce(&mut Settings) {
+    let upstream = idp.opaque_settings("opaque", true, false);
+    let prefix = prefix.to_owned();
+    move |settings| {
+        settings.upstreams.push(upstream);
+        settings.cache.redis_url = Some(redis_url());
+        settings.cache.redis_prefix = prefix;
+    }
+}
+
+impl TestApp {
+    /// A plain exchange of an opaque access token.
+    pub async fn exchange_opaque(&self, subject: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut form =
+            vec![("grant_type", TOKEN_EXCHANGE), ("subject_token", subject), ("subject_token_type", ACCESS_TOKEN)];
+        form.extend_from_slice(extra);
+        self.post_token(&form).await
+    }
+
+    pub async fn post_form_as(
+        &self,
+        path: &str,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("Authorization", basic(client_id, secret))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(serde_html_form::to_string(form).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable (see scripts/test)")
+}

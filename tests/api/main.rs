@@ -4,10 +4,14 @@
 
 mod helpers;
 
+mod cache_contract;
 mod cli;
 mod client_auth;
 mod discovery;
+mod identity_cache;
 mod jwt_subjects;
 mod keys;
+mod opaque_subjects;
 mod openapi;
+mod revocation;
 mod token_exchange;

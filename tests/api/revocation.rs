@@ -1,0 +1,98 @@
+//! RFC 7009 revocation and the admin purge, across replicas sharing one Redis.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn eventually_refused(app: &TestApp, token: &str) {
+    for _ in 0..40 {
+        if app.exchange_opaque(token, &[]).await.status() == 400 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the revoked token was still exchanged");
+}
+
+#[tokio::test]
+async fn revocation_drops_the_token_on_two_replicas_sharing_redis() {
+    let idp = FakeIdp::start().await;
+    let prefix = random_prefix();
+    let first = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    let second = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    idp.introspection_active("rev-1", first.now() + 600).await;
+    assert_eq!(first.exchange_opaque("rev-1", &[]).await.status(), 200);
+    assert_eq!(second.exchange_opaque("rev-1", &[]).await.status(), 200, "now in both in-process caches");
+
+    let response = first.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "rev-1")]).await;
+
+    assert_eq!(response.status(), 200);
+    assert_oauth_error(first.exchange_opaque("rev-1", &[]).await, 400, "invalid_request").await;
+    eventually_refused(&second, "rev-1").await;
+    assert_eq!(idp.introspections().await, 1, "refused from the cache, not by asking again");
+}
+
+#[tokio::test]
+async fn revoking_an_unknown_token_is_ok() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+
+    let response = app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "never-seen")]).await;
+
+    assert_eq!(response.status(), 200, "RFC 7009 §2.2");
+}
+
+#[tokio::test]
+async fn revocation_requires_client_authentication() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    let response = app.post_form_as("/revoke", CLIENT_ID, "wrong", &[("token", "t")]).await;
+
+    assert_oauth_error(response, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn an_admin_purge_of_a_subject_makes_every_replica_ask_the_upstream_again() {
+    let idp = FakeIdp::start().await;
+    let prefix = random_prefix();
+    let mut admin = client("ops", "ops-secret");
+    admin.admin = true;
+    let add_admin = |s: &mut token_exchange::config::Settings| s.clients.push(admin.clone());
+    let first = spawn_app_with(&idp, |s| {
+        with_opaque_and_redis(&idp, &prefix)(s);
+        add_admin(s);
+    })
+    .await;
+    let second = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    idp.introspection_active("purge-1", first.now() + 600).await;
+    assert_eq!(first.exchange_opaque("purge-1", &[]).await.status(), 200);
+    assert_eq!(second.exchange_opaque("purge-1", &[]).await.status(), 200);
+    assert_eq!(idp.introspections().await, 1);
+
+    let response = first.post_form_as("/admin/purge", "ops", "ops-secret", &[("sub", "opaque-user")]).await;
+
+    assert_eq!(response.status(), 200);
+    let purged: Value = response.json().await.unwrap();
+    assert!(purged["purged"].as_u64().unwrap() >= 2, "local and shared entries: {purged}");
+    for _ in 0..40 {
+        assert_eq!(second.exchange_opaque("purge-1", &[]).await.status(), 200);
+        if idp.introspections().await >= 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the second replica kept serving the purged identity");
+}
+
+#[tokio::test]
+async fn purge_is_refused_to_clients_without_admin_rights() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    let response = app.post_form_as("/admin/purge", CLIENT_ID, CLIENT_SECRET, &[("sub", "x")]).await;
+
+    assert_oauth_error(response, 400, "unauthorized_client").await;
+}
