@@ -62,6 +62,9 @@ pub struct TokenSettings {
     pub default_audience: String,
     /// Identity claims copied from the subject token into minted tokens.
     pub claims: Vec<String>,
+    /// Hand out a token minted for the same subject token, client, audience and scope again
+    /// while at least half of its life is left, instead of signing a new one.
+    pub reuse_minted: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +200,7 @@ impl Default for TokenSettings {
             ttl: Duration::from_secs(300),
             default_audience: "internal".into(),
             claims: vec!["email".into(), "name".into()],
+            reuse_minted: true,
         }
     }
 }

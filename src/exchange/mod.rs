@@ -3,6 +3,7 @@
 
 mod claims;
 mod policy;
+mod reuse;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub struct ExchangeService {
     ttl: i64,
     default_audience: String,
     clock: SharedClock,
+    reuse: Option<reuse::MintedTokens>,
 }
 
 impl ExchangeService {
@@ -48,6 +50,7 @@ impl ExchangeService {
             ttl: i64::try_from(tokens.ttl.as_secs()).unwrap_or(3600),
             default_audience: tokens.default_audience.clone(),
             clock,
+            reuse: tokens.reuse_minted.then(|| reuse::MintedTokens::new(100_000, tokens.ttl)),
         }
     }
 
@@ -78,6 +81,26 @@ impl ExchangeService {
             policy::check_may_act(&subject, actor)?;
         }
         let scope = policy::granted_scope(request.scope.as_ref(), &subject.scope_set(), &client.scopes)?;
+        let issued = |access_token, expires_at: UnixTime, scope| IssuedToken {
+            access_token,
+            issued_token_type: request.requested_token_type,
+            expires_in: u64::try_from(expires_at - now).unwrap_or(0),
+            scope,
+        };
+        let reuse_key = match (&self.reuse, &actor) {
+            (Some(_), None) => Some(reuse::ReuseKey {
+                subject: request.subject.token.digest(),
+                client_id: client.client_id.clone(),
+                audience: audience.clone(),
+                scope: scope.to_wire(),
+            }),
+            _ => None,
+        };
+        if let (Some(reuse), Some(key)) = (&self.reuse, &reuse_key)
+            && let Some(minted) = reuse.reusable(key, &subject, now).await
+        {
+            return Ok(issued(minted.access_token.clone(), minted.expires_at, scope));
+        }
         let expires_at = subject.expires_at.map_or(now + self.ttl, |exp| exp.min(now + self.ttl));
         if expires_at <= now {
             return Err(OAuthError::invalid_request("subject_token has expired"));
@@ -97,12 +120,12 @@ impl ExchangeService {
             OAuthError::ServerError
         })?;
         tracing::info!(sub = %subject.subject, upstream = %subject.upstream, "token issued");
-        Ok(IssuedToken {
-            access_token,
-            issued_token_type: request.requested_token_type,
-            expires_in: u64::try_from(expires_at - now).unwrap_or(0),
-            scope,
-        })
+        if let (Some(reuse), Some(key)) = (&self.reuse, reuse_key) {
+            let minted =
+                reuse::Minted { access_token: access_token.clone(), issued_at: now, expires_at, identity: subject };
+            reuse.remember(key, minted).await;
+        }
+        Ok(issued(access_token, expires_at, scope))
     }
 
     async fn validate(

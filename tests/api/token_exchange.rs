@@ -382,3 +382,55 @@ async fn error_descriptions_never_echo_the_subject_token() {
     let body = assert_oauth_error(response, 400, "invalid_request").await;
     assert!(!body.to_string().contains(&forged[..40]));
 }
+
+async fn minted(app: &TestApp, subject: &str, extra: &[(&str, &str)]) -> Value {
+    let response = app.exchange(subject, extra).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_repeated_exchange_reuses_the_minted_token_while_half_its_life_is_left() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+    let subject = idp.token(app.now());
+    let first = minted(&app, &subject, &[]).await;
+
+    app.clock.advance(100);
+    let again = minted(&app, &subject, &[]).await;
+    app.clock.advance(60);
+    let renewed = minted(&app, &subject, &[]).await;
+
+    assert_eq!(again["access_token"], first["access_token"]);
+    assert_eq!(again["expires_in"], 200, "the remaining life of the reused token");
+    assert_ne!(renewed["access_token"], first["access_token"], "past half its life: a new token");
+    assert_eq!(renewed["expires_in"], 300);
+}
+
+#[tokio::test]
+async fn another_audience_or_scope_gets_a_token_of_its_own() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+    let subject = idp.token(app.now());
+
+    let plain = minted(&app, &subject, &[]).await;
+    let orders = minted(&app, &subject, &[("audience", "orders")]).await;
+    let read = minted(&app, &subject, &[("scope", "read")]).await;
+
+    assert_ne!(plain["access_token"], orders["access_token"]);
+    assert_ne!(plain["access_token"], read["access_token"]);
+    let claims = app.verify_as_downstream(orders["access_token"].as_str().unwrap(), "orders").await;
+    assert_eq!(claims["aud"], "orders");
+}
+
+#[tokio::test]
+async fn without_reuse_every_exchange_mints_a_new_token() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, |s| s.tokens.reuse_minted = false).await;
+    let subject = idp.token(app.now());
+
+    let first = minted(&app, &subject, &[]).await;
+    let second = minted(&app, &subject, &[]).await;
+
+    assert_ne!(first["access_token"], second["access_token"]);
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmark: cache-hit exchanges against a bare endpoint of the same server, and cold
+# exchanges against the fake upstream's own rate, all measured in one run.
+#   bench/run.sh [seconds-per-phase] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNECTIONS=${2:-64}
+APP_PORT=18080
+IDP_PORT=18081
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6379' 2>/dev/null ||
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+
+cargo build --release --quiet --bin token-exchange --example fake_idp
+BIN=target/release/token-exchange
+SECRET=bench-secret
+HASH=$(printf '%s' "$SECRET" | $BIN hash-secret)
+export BENCH_BASIC="Basic $(printf 'bench:%s' "$SECRET" | base64 -w0)"
+
+cat > "$WORK/bench.toml" <<TOML
+[server]
+listen = "127.0.0.1:$APP_PORT"
+[storage]
+database_url = "sqlite://$WORK/bench.db"
+[cache]
+redis_url = "redis://127.0.0.1:6379"
+redis_prefix = "te-bench-$$"
+[[upstreams]]
+name = "idp"
+issuer = "http://127.0.0.1:$IDP_PORT"
+introspection_endpoint = "http://127.0.0.1:$IDP_PORT/introspect"
+client_id = "token-exchange"
+client_secret = "upstream-secret"
+default_for_opaque = true
+[[clients]]
+client_id = "bench"
+secret_hash = "$HASH"
+audiences = ["orders"]
+scopes = ["read", "write"]
+TOML
+
+target/release/examples/fake_idp "127.0.0.1:$IDP_PORT" >/dev/null 2>&1 &
+RUST_LOG=warn $BIN serve --config "$WORK/bench.toml" >"$WORK/server.log" 2>&1 &
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$APP_PORT/healthz" >/dev/null && curl -sf "http://127.0.0.1:$IDP_PORT/stats" >/dev/null && break
+  sleep 0.1
+done
+
+introspections() { curl -s "http://127.0.0.1:$IDP_PORT/stats" | sed 's/.*"introspections":\([0-9]*\).*/\1/'; }
+# wrk output → "rate p50 p99" (latencies in ms).
+summarize() {
+  awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /Requests\/sec/ { rate = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    /Non-2xx/ { errors = $NF }
+    END { printf "%.0f %.2f %.2f %d\n", rate, p50, p99, errors }'
+}
+load() { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" | summarize; }
+
+# Warm the in-process and Redis caches with the one hot token.
+curl -sf -X POST "http://127.0.0.1:$APP_PORT/token" -H "Authorization: $BENCH_BASIC" \
+  -d "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token=hot-token-0123456789abcdef&subject_token_type=urn:ietf:params:oauth:token-type:access_token&audience=orders" >/dev/null
+
+read -r base_rate base_p50 base_p99 base_err < <(load "http://127.0.0.1:$APP_PORT/healthz")
+before=$(introspections)
+read -r hit_rate hit_p50 hit_p99 hit_err < <(load -s bench/exchange.lua "http://127.0.0.1:$APP_PORT/token")
+hit_calls=$(( $(introspections) - before ))
+before=$(introspections)
+read -r cold_rate cold_p50 cold_p99 cold_err < <(load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
+cold_calls=$(( $(introspections) - before ))
+read -r idp_rate idp_p50 idp_p99 idp_err < <(load -s bench/introspect.lua "http://127.0.0.1:$IDP_PORT/introspect")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+printf '\n%s, %s connections, %ss per phase, %s cores\n' "$(date -u +%F)" "$CONNECTIONS" "$DURATION" "$(nproc)"
+printf '%-44s %10s %9s %9s %8s %s\n' phase req/s p50_ms p99_ms non2xx note
+printf '%-44s %10s %9s %9s %8s %s\n' "(b) baseline GET /healthz" "$base_rate" "$base_p50" "$base_p99" "$base_err" "1.00"
+printf '%-44s %10s %9s %9s %8s %s\n' "(a) cache-hit exchange (L1 warm, Redis L2)" "$hit_rate" "$hit_p50" "$hit_p99" "$hit_err" \
+  "$(ratio "$hit_rate" "$base_rate") of baseline; upstream calls during phase: $hit_calls"
+printf '%-44s %10s %9s %9s %8s %s\n' "(c) cold exchange (new token each time)" "$cold_rate" "$cold_p50" "$cold_p99" "$cold_err" \
+  "$(ratio "$cold_rate" "$idp_rate") of upstream rate; upstream calls: $cold_calls"
+printf '%-44s %10s %9s %9s %8s %s\n' "    fake upstream introspection, direct" "$idp_rate" "$idp_p50" "$idp_p99" "$idp_err" ""
