@@ -402,7 +402,8 @@ impl Settings {
             if self.clients[..i].iter().any(|c| c.client_id == client.client_id) {
                 fail(key("client_id"), "is used by another client");
             }
-            if argon2::PasswordHash::new(&client.secret_hash).is_err() || !client.secret_hash.starts_with("$argon2") {
+            if argon2::PasswordHash::new(&client.secret_hash).is_err() || !client.secret_hash.starts_with("$argon2id$")
+            {
                 fail(key("secret_hash"), "must be an argon2id PHC string (token-exchange hash-secret)");
             }
             if let Some(name) = &client.upstream

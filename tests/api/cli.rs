@@ -1,6 +1,6 @@
 //! The command line: configuration checks, hashing secrets, printing the API document.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::process::{Command, Output, Stdio};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-exchange");
@@ -100,4 +100,61 @@ fn the_openapi_command_prints_the_generated_document() {
 
     let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(printed, serde_json::to_value(token_exchange::http::openapi()).unwrap());
+}
+
+#[tokio::test]
+async fn no_token_secret_or_private_key_reaches_the_log() {
+    use std::io::BufRead as _;
+
+    let idp = crate::helpers::FakeIdp::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let secret_hash = crate::helpers::secret_hash("LOGGED-CLIENT-SECRET");
+    let config = config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndatabase_url = \"sqlite://{}/log.db\"\n\
+         [[upstreams]]\nname = \"idp\"\nissuer = \"{}\"\naudiences = [\"{}\"]\n\
+         [[clients]]\nclient_id = \"gw\"\nsecret_hash = \"{secret_hash}\"\n",
+        data.path().display(),
+        idp.issuer(),
+        crate::helpers::UPSTREAM_AUDIENCE,
+    ));
+    let mut server = Command::new(BINARY)
+        .args(["serve", "--config", config.path().to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut log = String::new();
+    let port = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "server exited early: {log}");
+        log.push_str(&line);
+        if let Some(port) = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|l| l["port"].as_u64()) {
+            break port;
+        }
+    };
+    let jwt = idp.current_key().sign(&serde_json::json!({"iss": idp.issuer(), "sub": "LOGGED-SUBJECT-JWT"}));
+    let http = reqwest::Client::new();
+    let token_url = format!("http://127.0.0.1:{port}/token");
+    let attempts =
+        [("LOGGED-CLIENT-SECRET", "LOGGED-OPAQUE-TOKEN"), ("LOGGED-CLIENT-SECRET", jwt.as_str()), ("wrong", "x")];
+    for (secret, subject) in attempts {
+        let form = [
+            ("grant_type", crate::helpers::TOKEN_EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", crate::helpers::ACCESS_TOKEN),
+        ];
+        http.post(&token_url).basic_auth("gw", Some(secret)).form(&form).send().await.unwrap();
+    }
+    http.post(format!("{token_url}?client_secret=LOGGED-QUERY-SECRET")).form(&[("a", "b")]).send().await.unwrap();
+    server.kill().unwrap();
+    stdout.read_to_string(&mut log).unwrap();
+    server.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    server.wait().unwrap();
+
+    assert!(log.contains("request completed"), "requests were logged: {log}");
+    for secret in ["LOGGED-CLIENT-SECRET", "LOGGED-OPAQUE-TOKEN", "LOGGED-QUERY-SECRET", &jwt[..40], "PRIVATE KEY"] {
+        assert!(!log.contains(secret), "{secret} appeared in the log:\n{log}");
+    }
 }
