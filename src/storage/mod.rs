@@ -13,6 +13,10 @@ use crate::keys::KeyStore;
 const LOAD_ALL_KEYS: &str =
     "SELECT kid, algorithm, private_key_pkcs8, created_at FROM signing_keys ORDER BY created_at DESC, kid";
 
+/// `$n` placeholders are understood by both dialects (SQLite numbers them in order).
+const INSERT_INITIAL_KEY: &str = "INSERT INTO signing_keys (kid, algorithm, private_key_pkcs8, slot, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("cannot open the database: {0}")]

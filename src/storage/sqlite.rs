@@ -53,17 +53,14 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn insert_initial(&self, key: &StoredKey, slot: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_key_pkcs8, slot, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(&key.private_key_pkcs8)
-        .bind(slot)
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(super::INSERT_INITIAL_KEY)
+            .bind(&key.kid)
+            .bind(&key.algorithm)
+            .bind(&key.private_key_pkcs8)
+            .bind(slot)
+            .bind(key.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -158,3 +158,37 @@ async fn no_token_secret_or_private_key_reaches_the_log() {
         assert!(!log.contains(secret), "{secret} appeared in the log:\n{log}");
     }
 }
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    use std::io::BufRead as _;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BINARY)
+        .arg("serve")
+        .env("TOKEN_EXCHANGE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("TOKEN_EXCHANGE__STORAGE__DATABASE_URL", format!("sqlite://{}/term.db", data.path().display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "server exited before listening");
+    }
+
+    let signalled = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+
+    assert!(signalled.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running 15 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

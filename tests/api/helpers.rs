@@ -152,6 +152,8 @@ impl FakeIdp {
             "email": "user@example.com",
             "name": "Ursula User",
             "phone_number": "+1 555 0100",
+            "acr": "urn:mace:incommon:iap:silver",
+            "auth_time": now - 60,
         })
     }
 

@@ -236,3 +236,13 @@ async fn a_jwks_with_unknown_key_types_still_serves_its_usable_keys() {
 
     assert_eq!(app.exchange(&idp.token(app.now()), &[]).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_jwks_larger_than_the_response_cap_is_not_used() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, |s| s.upstream_http.max_response_bytes = 256).await;
+
+    let response = app.exchange(&idp.token(app.now()), &[]).await;
+
+    assert_oauth_error(response, 500, "server_error").await;
+}

@@ -4,6 +4,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Exchanges a valid subject token with `extra` parameters and expects an OAuth error.
+async fn assert_exchange_refused(extra: &[(&str, &str)], status: u16, error: &str) {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+    assert_oauth_error(app.exchange(&idp.token(app.now()), extra).await, status, error).await;
+}
+
 #[tokio::test]
 async fn issues_a_token_that_a_downstream_service_verifies_with_our_jwks() {
     let idp = FakeIdp::start().await;
@@ -30,6 +37,8 @@ async fn issues_a_token_that_a_downstream_service_verifies_with_our_jwks() {
     assert_eq!(body["scope"], "read write");
     assert_eq!(claims["email"], "user@example.com", "configured identity claim copied");
     assert!(claims.get("phone_number").is_none(), "unconfigured claims are not copied");
+    assert_eq!(claims["acr"], "urn:mace:incommon:iap:silver", "RFC 9068 §2.2.1");
+    assert_eq!(claims["auth_time"], app.now() - 60, "RFC 9068 §2.2.1");
     let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
     assert_eq!(body["expires_in"].as_i64().unwrap(), lifetime, "expires_in matches the token");
     assert_eq!(lifetime, 300, "default ttl");
@@ -75,32 +84,17 @@ async fn repeated_audience_and_resource_parameters_all_become_aud() {
 
 #[tokio::test]
 async fn an_audience_the_client_is_not_registered_for_is_invalid_target() {
-    let idp = FakeIdp::start().await;
-    let app = spawn_app(&idp).await;
-
-    let response = app.exchange(&idp.token(app.now()), &[("audience", "payroll")]).await;
-
-    assert_oauth_error(response, 400, "invalid_target").await;
+    assert_exchange_refused(&[("audience", "payroll")], 400, "invalid_target").await;
 }
 
 #[tokio::test]
 async fn a_resource_with_a_fragment_is_invalid_target() {
-    let idp = FakeIdp::start().await;
-    let app = spawn_app(&idp).await;
-
-    let response = app.exchange(&idp.token(app.now()), &[("resource", "https://orders.internal/api#frag")]).await;
-
-    assert_oauth_error(response, 400, "invalid_target").await;
+    assert_exchange_refused(&[("resource", "https://orders.internal/api#frag")], 400, "invalid_target").await;
 }
 
 #[tokio::test]
 async fn a_relative_resource_is_invalid_target() {
-    let idp = FakeIdp::start().await;
-    let app = spawn_app(&idp).await;
-
-    let response = app.exchange(&idp.token(app.now()), &[("resource", "/orders")]).await;
-
-    assert_oauth_error(response, 400, "invalid_target").await;
+    assert_exchange_refused(&[("resource", "/orders")], 400, "invalid_target").await;
 }
 
 #[tokio::test]
@@ -179,12 +173,7 @@ async fn an_actor_token_without_its_type_is_invalid_request() {
 
 #[tokio::test]
 async fn an_actor_token_type_without_an_actor_token_is_invalid_request() {
-    let idp = FakeIdp::start().await;
-    let app = spawn_app(&idp).await;
-
-    let response = app.exchange(&idp.token(app.now()), &[("actor_token_type", JWT)]).await;
-
-    assert_oauth_error(response, 400, "invalid_request").await;
+    assert_exchange_refused(&[("actor_token_type", JWT)], 400, "invalid_request").await;
 }
 
 #[tokio::test]
@@ -284,22 +273,12 @@ async fn a_body_that_is_not_utf8_form_data_is_invalid_request() {
 
 #[tokio::test]
 async fn a_requested_scope_beyond_the_subject_or_client_is_invalid_scope() {
-    let idp = FakeIdp::start().await;
-    let app = spawn_app(&idp).await;
-
-    let response = app.exchange(&idp.token(app.now()), &[("scope", "read admin")]).await;
-
-    assert_oauth_error(response, 400, "invalid_scope").await;
+    assert_exchange_refused(&[("scope", "read admin")], 400, "invalid_scope").await;
 }
 
 #[tokio::test]
 async fn a_malformed_scope_is_invalid_scope() {
-    let idp = FakeIdp::start().await;
-    let app = spawn_app(&idp).await;
-
-    let response = app.exchange(&idp.token(app.now()), &[("scope", "read \"quoted\"")]).await;
-
-    assert_oauth_error(response, 400, "invalid_scope").await;
+    assert_exchange_refused(&[("scope", "read \"quoted\"")], 400, "invalid_scope").await;
 }
 
 #[tokio::test]
