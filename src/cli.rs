@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
+use crate::keys::KeyRing;
 use crate::startup::Application;
 use crate::telemetry::{self, LogFormat};
 
@@ -36,6 +37,12 @@ enum Command {
         #[arg(long, env = "TOKEN_EXCHANGE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Add a signing key: published at once, signing after `keys.publish_ahead`; the keys it
+    /// replaces leave the JWKS once every token they signed has expired.
+    RotateKey {
+        #[arg(long, env = "TOKEN_EXCHANGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Read a client secret on standard input and print its argon2id hash.
@@ -51,6 +58,10 @@ pub fn run() -> ExitCode {
                 println!("configuration is valid");
                 ExitCode::SUCCESS
             }
+            Err(error) => config_failure(&error),
+        },
+        Command::RotateKey { config } => match Settings::load(config.as_deref()) {
+            Ok(settings) => rotate_key(&settings),
             Err(error) => config_failure(&error),
         },
         Command::Openapi => match crate::http::openapi().to_pretty_json() {
@@ -85,6 +96,30 @@ fn serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
             tracing::error!(error = format!("{error:#}"), "token-exchange stopped");
             failure(&*error)
         }
+    }
+}
+
+fn rotate_key(settings: &Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return failure(&error),
+    };
+    let result = runtime.block_on(async {
+        let database = crate::storage::Database::open(&settings.storage).await?;
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let store = database.key_store();
+        let added =
+            KeyRing::add_key(&*store, settings.tokens.algorithm, settings.rotation_policy(), now, false, None).await?;
+        database.close().await;
+        anyhow::Ok(added)
+    });
+    match result {
+        Ok(Some(key)) => {
+            println!("added {} key {}; it signs from {} (Unix time)", key.algorithm, key.kid, key.activates_at);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => failure(&"the key was not stored"),
+        Err(error) => failure(&format!("{error:#}")),
     }
 }
 

@@ -16,12 +16,16 @@ use crate::keys::SigningAlgorithm;
 
 pub const ENV_PREFIX: &str = "TOKEN_EXCHANGE__";
 
+/// How long verifiers may cache our JWKS (`Cache-Control: max-age` on the JWKS).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub tokens: TokenSettings,
+    pub keys: KeySettings,
     pub upstream_http: UpstreamHttpSettings,
     pub cache: CacheSettings,
     pub upstreams: Vec<UpstreamSettings>,
@@ -65,6 +69,20 @@ pub struct TokenSettings {
     /// Hand out a token minted for the same subject token, client, audience and scope again
     /// while at least half of its life is left, instead of signing a new one.
     pub reuse_minted: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// How long a new key is published before it signs.
+    #[serde(with = "duration")]
+    pub publish_ahead: Duration,
+    /// How often every replica reloads the key set (and rotates when due).
+    #[serde(with = "duration")]
+    pub refresh_interval: Duration,
+    /// Rotate the signing key automatically this long after the current one started signing.
+    #[serde(default, with = "optional_duration")]
+    pub rotate_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +223,12 @@ impl Default for TokenSettings {
     }
 }
 
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self { publish_ahead: Duration::from_secs(600), refresh_interval: Duration::from_secs(60), rotate_every: None }
+    }
+}
+
 impl Default for UpstreamHttpSettings {
     fn default() -> Self {
         Self {
@@ -321,6 +345,15 @@ impl Settings {
                 fail(format!("tokens.claims[{i}]"), "is set by token-exchange itself");
             }
         }
+        if self.keys.refresh_interval.is_zero() {
+            fail("keys.refresh_interval".into(), "must be greater than zero");
+        }
+        if self.keys.publish_ahead < JWKS_MAX_AGE + self.keys.refresh_interval {
+            fail("keys.publish_ahead".into(), "must be at least keys.refresh_interval plus the JWKS max-age (300s)");
+        }
+        if self.keys.rotate_every.is_some_and(|every| every <= self.keys.publish_ahead) {
+            fail("keys.rotate_every".into(), "must be longer than keys.publish_ahead");
+        }
         if self.upstream_http.timeout.is_zero() {
             fail("upstream_http.timeout".into(), "must be greater than zero");
         }
@@ -421,6 +454,17 @@ impl Settings {
 
     pub fn is_sqlite(&self) -> bool {
         self.storage.database_url.starts_with("sqlite:")
+    }
+
+    /// Key rotation timing: a replaced key stays published for the longest token lifetime
+    /// plus the time verifiers may cache the JWKS and the time replicas take to notice.
+    pub fn rotation_policy(&self) -> crate::keys::RotationPolicy {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        crate::keys::RotationPolicy {
+            publish_ahead: secs(self.keys.publish_ahead),
+            retire_after: secs(self.tokens.ttl + JWKS_MAX_AGE + self.keys.refresh_interval),
+            rotate_every: self.keys.rotate_every.map(secs),
+        }
     }
 }
 

@@ -38,9 +38,12 @@ impl Application {
     /// Like [`Self::build`], with the time source injected (tests pin it).
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let database = Database::open(&settings.storage).await?;
-        let keys = KeyRing::load_or_create(&*database.key_store(), settings.tokens.algorithm, clock.now())
-            .await
-            .context("loading signing keys")?;
+        let keys = Arc::new(
+            KeyRing::open(database.key_store(), settings.tokens.algorithm, settings.rotation_policy(), clock.now())
+                .await
+                .context("loading signing keys")?,
+        );
+        tokio::spawn(maintain_keys(keys.clone(), clock.clone(), settings.keys.refresh_interval));
         let http_client = Arc::new(UpstreamHttp::new(&settings.upstream_http).context("building the HTTP client")?);
         let upstreams = Arc::new(Upstreams::from_settings(&settings, http_client));
         let identities = Arc::new(identity_resolver(&settings, upstreams)?);
@@ -120,6 +123,19 @@ fn identity_resolver(settings: &Settings, upstreams: Arc<Upstreams>) -> anyhow::
         None => None,
     };
     Ok(IdentityResolver::new(upstreams, local, shared, CachePolicy::from_settings(cache)))
+}
+
+/// Every replica reloads the key set on a timer, rotating when due, so all publish the same
+/// JWKS within one interval.
+async fn maintain_keys(keys: Arc<KeyRing>, clock: SharedClock, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(error) = keys.maintain(clock.now()).await {
+            tracing::warn!(%error, "key maintenance failed; serving the keys already loaded");
+        }
+    }
 }
 
 /// Every scope some client may obtain (RFC 8414 `scopes_supported`).

@@ -16,7 +16,7 @@ pub struct AppState {
     pub exchange: ExchangeService,
     pub identities: Arc<IdentityResolver>,
     pub metrics: Option<PrometheusHandle>,
-    pub keys: KeyRing,
+    pub keys: Arc<KeyRing>,
     pub database: Database,
     pub metadata: ServerMetadata,
     pub max_body_bytes: usize,

@@ -27,7 +27,7 @@ pub struct IssuedToken {
 
 pub struct ExchangeService {
     identities: Arc<IdentityResolver>,
-    keys: KeyRing,
+    keys: Arc<KeyRing>,
     issuer: String,
     ttl: i64,
     default_audience: String,
@@ -38,7 +38,7 @@ pub struct ExchangeService {
 impl ExchangeService {
     pub fn new(
         identities: Arc<IdentityResolver>,
-        keys: KeyRing,
+        keys: Arc<KeyRing>,
         issuer: String,
         tokens: &TokenSettings,
         clock: SharedClock,
@@ -115,7 +115,11 @@ impl ExchangeService {
             issued_at: now,
             expires_at,
         };
-        let access_token = sign_jwt(self.keys.active(), &claims.to_json()).map_err(|error| {
+        let Some(key) = self.keys.signing_key(now) else {
+            tracing::error!("no signing key is active");
+            return Err(OAuthError::ServerError);
+        };
+        let access_token = sign_jwt(&key, &claims.to_json()).map_err(|error| {
             tracing::error!(%error, "signing a minted token failed");
             OAuthError::ServerError
         })?;

@@ -33,14 +33,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = std::collections::BTreeMap::new();
     let database_ok = state.database.is_reachable().await;
     checks.insert("database", if database_ok { "ok" } else { "unreachable" });
-    checks.insert("signing_key", "ok");
+    let key_ok = state.keys.signing_key(state.exchange.now()).is_some();
+    checks.insert("signing_key", if key_ok { "ok" } else { "missing" });
     // Without Redis, exchanges go on from the in-process cache and the upstream: degraded, ready.
     match state.identities.shared_cache_healthy().await {
         Some(true) => checks.insert("cache", "ok"),
         Some(false) => checks.insert("cache", "degraded"),
         None => checks.insert("cache", "in_process"),
     };
-    if database_ok {
+    if database_ok && key_ok {
         HttpResponse::Ok().json(Health { status: "ok", checks })
     } else {
         HttpResponse::ServiceUnavailable().json(Health { status: "unavailable", checks })

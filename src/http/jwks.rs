@@ -1,11 +1,9 @@
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{HttpResponse, get, web};
 
+use crate::config::JWKS_MAX_AGE;
 use crate::keys::JwkSet;
 use crate::state::AppState;
-
-/// How long verifiers may keep our key set before asking again.
-const JWKS_MAX_AGE_SECS: u32 = 300;
 
 /// Our public signing keys (RFC 7517 §5): what downstream services verify minted tokens with.
 #[utoipa::path(
@@ -17,6 +15,6 @@ const JWKS_MAX_AGE_SECS: u32 = 300;
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECS}")))
-        .json(state.keys.jwks())
+        .insert_header((CACHE_CONTROL, format!("public, max-age={}", JWKS_MAX_AGE.as_secs())))
+        .json(state.keys.jwks(state.exchange.now()))
 }

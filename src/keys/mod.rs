@@ -9,6 +9,6 @@ mod store;
 
 pub use algorithm::SigningAlgorithm;
 pub use jws::sign_jwt;
-pub use ring::{JwkSet, KeyRing, KeyRingError};
+pub use ring::{JwkSet, KeyRing, KeyRingError, RotationPolicy};
 pub use signing_key::{KeyError, PublicJwk, SigningKey};
 pub use store::{KeyStore, StoreError, StoredKey};

@@ -9,11 +9,20 @@ pub struct StoredKey {
     pub algorithm: String,
     pub private_key_pkcs8: Vec<u8>,
     pub created_at: UnixTime,
+    /// From when the key signs; until then it is only published.
+    pub activates_at: UnixTime,
+    /// When the key leaves the published set; every token it signed has expired by then.
+    pub retires_at: Option<UnixTime>,
 }
 
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("activates_at", &self.activates_at)
+            .field("retires_at", &self.retires_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -24,10 +33,16 @@ pub struct StoreError(#[from] pub sqlx::Error);
 /// Where signing keys live; one implementation per database.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    /// Every stored key, newest first.
+    /// Every stored key, the newest activation first.
     async fn load_all(&self) -> Result<Vec<StoredKey>, StoreError>;
 
-    /// Stores the first key of an algorithm unless another replica stored one first; `slot`
-    /// is unique, so concurrent first starts agree on one key.
-    async fn insert_initial(&self, key: &StoredKey, slot: &str) -> Result<(), StoreError>;
+    /// Stores a key. With a `slot`, only the first of several replicas inserting the same
+    /// slot succeeds; returns whether this call stored the key.
+    async fn insert(&self, key: &StoredKey, slot: Option<&str>) -> Result<bool, StoreError>;
+
+    /// Schedules every other key without a retirement to retire at `retires_at`.
+    async fn retire_all_but(&self, kid: &str, retires_at: UnixTime) -> Result<(), StoreError>;
+
+    /// Deletes keys retired before `now`: no token they signed is still valid.
+    async fn delete_retired(&self, now: UnixTime) -> Result<u64, StoreError>;
 }

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use crate::config::StorageSettings;
 use crate::keys::KeyStore;
 
-/// Same statement in both dialects; newest first so the active key comes first.
-const LOAD_ALL_KEYS: &str =
-    "SELECT kid, algorithm, private_key_pkcs8, created_at FROM signing_keys ORDER BY created_at DESC, kid";
-
-/// `$n` placeholders are understood by both dialects (SQLite numbers them in order).
-const INSERT_INITIAL_KEY: &str = "INSERT INTO signing_keys (kid, algorithm, private_key_pkcs8, slot, created_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+// The statements are the same in both dialects: `$n` placeholders are understood by
+// PostgreSQL and SQLite alike (SQLite numbers them in order of appearance).
+const LOAD_ALL_KEYS: &str = "SELECT kid, algorithm, private_key_pkcs8, created_at, activates_at, retires_at \
+     FROM signing_keys ORDER BY activates_at DESC, created_at DESC, kid";
+const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, algorithm, private_key_pkcs8, slot, created_at, activates_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+const RETIRE_ALL_BUT: &str = "UPDATE signing_keys SET retires_at = $1 WHERE kid <> $2 AND retires_at IS NULL";
+const DELETE_RETIRED: &str = "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at < $1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -108,3 +108,115 @@ async fn keys_survive_a_restart_on_sqlite() {
 async fn keys_survive_a_restart_on_postgres() {
     assert_keys_survive_a_restart(fresh_postgres_database().await).await;
 }
+
+async fn key_store_of(app_database: &str) -> std::sync::Arc<dyn token_exchange::keys::KeyStore> {
+    let settings = token_exchange::config::StorageSettings { database_url: app_database.into(), max_connections: 1 };
+    token_exchange::storage::Database::open(&settings).await.unwrap().key_store()
+}
+
+async fn kid_of_a_fresh_token(app: &TestApp, idp: &FakeIdp) -> String {
+    let subject = idp.token_with(app.now(), serde_json::json!({"exp": app.now() + 3600}));
+    let body: Value = app.exchange(&subject, &[]).await.json().await.unwrap();
+    jsonwebtoken::decode_header(body["access_token"].as_str().unwrap()).unwrap().kid.unwrap()
+}
+
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let jwks = app.jwks().await;
+    jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits for the app's periodic key maintenance to pick up what storage holds.
+async fn until_published(app: &TestApp, count: usize) -> Vec<String> {
+    for _ in 0..60 {
+        let kids = published_kids(app).await;
+        if kids.len() == count {
+            return kids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the JWKS never held {count} keys: {:?}", published_kids(app).await);
+}
+
+fn rotating(settings: &mut token_exchange::config::Settings) {
+    settings.keys.refresh_interval = std::time::Duration::from_secs(1);
+    settings.keys.publish_ahead = std::time::Duration::from_secs(600);
+    settings.tokens.reuse_minted = false;
+}
+
+#[tokio::test]
+async fn a_new_key_is_published_before_it_signs_and_the_old_one_stays_until_its_tokens_expire() {
+    let idp = FakeIdp::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/rotation.db", data.path().display());
+    let app = spawn_app_with(&idp, |s| {
+        rotating(s);
+        s.storage.database_url = database_url.clone();
+    })
+    .await;
+    let old_kid = kid_of_a_fresh_token(&app, &idp).await;
+    let policy = token_exchange::config::Settings {
+        keys: token_exchange::config::KeySettings {
+            refresh_interval: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .rotation_policy();
+
+    let store = key_store_of(&database_url).await;
+    let new = token_exchange::keys::KeyRing::add_key(&*store, SigningAlgorithm::ES256, policy, app.now(), false, None)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let kids = until_published(&app, 2).await;
+    assert!(kids.contains(&new.kid) && kids.contains(&old_kid), "published ahead of use");
+    assert_eq!(kid_of_a_fresh_token(&app, &idp).await, old_kid, "not signing before publish_ahead");
+    app.clock.advance(policy.publish_ahead);
+    assert_eq!(kid_of_a_fresh_token(&app, &idp).await, new.kid, "signing once active");
+    assert_eq!(published_kids(&app).await.len(), 2, "the old key verifies tokens still alive");
+    app.clock.advance(policy.retire_after);
+    assert_eq!(published_kids(&app).await, vec![new.kid], "retired once its tokens have expired");
+}
+
+#[tokio::test]
+async fn replicas_rotate_automatically_and_agree_on_one_new_key() {
+    let idp = FakeIdp::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/auto.db", data.path().display());
+    let configure = |s: &mut token_exchange::config::Settings| {
+        rotating(s);
+        s.keys.rotate_every = Some(std::time::Duration::from_secs(3600));
+        s.storage.database_url = database_url.clone();
+    };
+    let first = spawn_app_with(&idp, configure).await;
+    let second = spawn_app_with(&idp, configure).await;
+    assert_eq!(until_published(&first, 1).await, until_published(&second, 1).await);
+
+    first.clock.advance(3000);
+    second.clock.advance(3000);
+
+    let kids = until_published(&first, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(until_published(&second, 2).await, kids, "both replicas publish the same two keys");
+}
+
+#[test]
+fn the_rotate_key_command_adds_a_key() {
+    let data = tempfile::tempdir().unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_token-exchange"))
+            .arg("rotate-key")
+            .env("TOKEN_EXCHANGE__STORAGE__DATABASE_URL", format!("sqlite://{}/cli.db", data.path().display()))
+            .output()
+            .unwrap()
+    };
+
+    let first = run();
+    let second = run();
+
+    assert!(first.status.success() && second.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let printed = String::from_utf8(second.stdout).unwrap();
+    assert!(printed.starts_with("added ES256 key "), "{printed}");
+    assert_ne!(first.stdout, printed.into_bytes());
+}
