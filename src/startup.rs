@@ -88,12 +88,15 @@ impl Application {
                 .into_app()
         })
         .shutdown_timeout(10)
+        .disable_signals()
         .listen(listener)?;
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers);
         }
+        let server = server.run();
+        stop_on_signal(server.handle())?;
         tracing::info!(port, issuer = %settings.server.issuer, "token-exchange listening");
-        Ok(Self { port, server: server.run(), database })
+        Ok(Self { port, server, database })
     }
 
     pub fn port(&self) -> u16 {
@@ -123,6 +126,24 @@ fn identity_resolver(settings: &Settings, upstreams: Arc<Upstreams>) -> anyhow::
         None => None,
     };
     Ok(IdentityResolver::new(upstreams, local, shared, CachePolicy::from_settings(cache)))
+}
+
+/// Graceful shutdown on SIGTERM or SIGINT: stop accepting, let in-flight requests finish.
+/// The handlers are registered before the server reports that it listens, so a signal sent
+/// right after startup is never fatal.
+fn stop_on_signal(handle: actix_web::dev::ServerHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down gracefully");
+        handle.stop(true).await;
+    });
+    Ok(())
 }
 
 /// Every replica reloads the key set on a timer, rotating when due, so all publish the same
