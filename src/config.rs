@@ -464,6 +464,7 @@ impl Settings {
             publish_ahead: secs(self.keys.publish_ahead),
             retire_after: secs(self.tokens.ttl + JWKS_MAX_AGE + self.keys.refresh_interval),
             rotate_every: self.keys.rotate_every.map(secs),
+            token_ttl: secs(self.tokens.ttl),
         }
     }
 }

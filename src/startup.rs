@@ -46,7 +46,7 @@ impl Application {
         tokio::spawn(maintain_keys(keys.clone(), clock.clone(), settings.keys.refresh_interval));
         let http_client = Arc::new(UpstreamHttp::new(&settings.upstream_http).context("building the HTTP client")?);
         let upstreams = Arc::new(Upstreams::from_settings(&settings, http_client));
-        let identities = Arc::new(identity_resolver(&settings, upstreams)?);
+        let identities = Arc::new(identity_resolver(&settings, upstreams, clock.clone())?);
         let clients = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
             .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
         let exchange = ExchangeService::new(
@@ -113,14 +113,18 @@ impl Application {
 
 /// The in-process cache, backed by Redis when `cache.redis_url` is set; other replicas'
 /// invalidations are followed in the background.
-fn identity_resolver(settings: &Settings, upstreams: Arc<Upstreams>) -> anyhow::Result<IdentityResolver> {
+fn identity_resolver(
+    settings: &Settings,
+    upstreams: Arc<Upstreams>,
+    clock: SharedClock,
+) -> anyhow::Result<IdentityResolver> {
     let cache = &settings.cache;
     let local = MemoryCache::new(cache.max_entries);
     let shared: Option<Arc<dyn IdentityCache>> = match &cache.redis_url {
         Some(url) => {
             let redis = RedisCache::new(url, &cache.redis_prefix, cache.redis_timeout, cache.max_ttl)
                 .context("configuring the Redis cache")?;
-            tokio::spawn(RedisCache::follow_invalidations(url.clone(), redis.channel(), local.clone()));
+            tokio::spawn(RedisCache::follow_invalidations(url.clone(), redis.channel(), local.clone(), clock));
             Some(Arc::new(redis))
         }
         None => None,

@@ -91,8 +91,15 @@ impl CacheEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Invalidation {
-    Drop { keys: Vec<String> },
-    PurgeSubject { issuer: Option<String>, subject_digest: String },
+    /// A token is revoked until `until`: refuse it, drop what is cached of it.
+    Revoke {
+        digest: String,
+        until: UnixTime,
+    },
+    PurgeSubject {
+        issuer: Option<String>,
+        subject_digest: String,
+    },
 }
 
 /// Subjects are personal data: indexes and messages carry their digest only.

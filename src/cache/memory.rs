@@ -9,6 +9,7 @@ use moka::future::Cache;
 use super::entry::is_entry_of_subject;
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, subject_digest};
 use crate::clock::UnixTime;
+use crate::subject::TokenDigest;
 
 /// An entry and how long the store keeps it, fixed when it is written.
 #[derive(Debug, Clone)]
@@ -30,11 +31,26 @@ impl Expiry<CacheKey, Stored> for KeepFor {
     fn expire_after_create(&self, _: &CacheKey, stored: &Stored, _: Instant) -> Option<Duration> {
         Some(stored.keep_for)
     }
+
+    /// A replaced entry lives as long as the new one says, not what was left of the old one.
+    fn expire_after_update(&self, _: &CacheKey, stored: &Stored, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(stored.keep_for)
+    }
 }
 
-impl Expiry<CacheKey, (UnixTime, Duration)> for KeepFor {
-    fn expire_after_create(&self, _: &CacheKey, seen: &(UnixTime, Duration), _: Instant) -> Option<Duration> {
-        Some(seen.1)
+impl<K> Expiry<K, (UnixTime, Duration)> for KeepFor {
+    fn expire_after_create(&self, _: &K, value: &(UnixTime, Duration), _: Instant) -> Option<Duration> {
+        Some(value.1)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &K,
+        value: &(UnixTime, Duration),
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.1)
     }
 }
 
@@ -43,6 +59,8 @@ impl Expiry<CacheKey, (UnixTime, Duration)> for KeepFor {
 pub struct MemoryCache {
     entries: Cache<CacheKey, Stored>,
     first_seen: Cache<CacheKey, (UnixTime, Duration)>,
+    /// Revoked token digests and until when.
+    revoked: Cache<TokenDigest, (UnixTime, Duration)>,
 }
 
 impl MemoryCache {
@@ -50,6 +68,7 @@ impl MemoryCache {
         Self {
             entries: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
             first_seen: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
+            revoked: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
         }
     }
 
@@ -123,6 +142,16 @@ impl IdentityCache for MemoryCache {
     async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: i64) -> Result<UnixTime, CacheError> {
         let keep = Duration::from_secs(u64::try_from(remember_for).unwrap_or(0));
         Ok(self.first_seen.get_with(key.clone(), async move { (now, keep) }).await.0)
+    }
+
+    async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError> {
+        let keep = Duration::from_secs(u64::try_from(until - now).unwrap_or(0));
+        self.revoked.insert(*digest, (until, keep)).await;
+        Ok(())
+    }
+
+    async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError> {
+        Ok(self.revoked.get(digest).await.is_some_and(|(until, _)| until > now))
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {

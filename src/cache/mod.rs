@@ -16,6 +16,7 @@ pub use redis::RedisCache;
 pub use resolver::{CachePolicy, IdentityResolver};
 
 use crate::clock::UnixTime;
+use crate::subject::TokenDigest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -39,6 +40,12 @@ pub trait IdentityCache: Send + Sync {
     /// When the token behind `key` was first seen: `now` unless recorded earlier, remembered
     /// for `remember_for` seconds.
     async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: i64) -> Result<UnixTime, CacheError>;
+
+    /// Records that the token with `digest` is revoked until `until`. Kept apart from the
+    /// entries, so no cache write, however late, can undo it.
+    async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError>;
+
+    async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError>;
 
     /// Drops every entry of one subject (optionally of one issuer); returns how many.
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError>;

@@ -7,7 +7,8 @@ use futures_util::StreamExt as _;
 
 use super::entry::is_entry_of_subject;
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
-use crate::clock::UnixTime;
+use crate::clock::{Clock, SharedClock, UnixTime};
+use crate::subject::TokenDigest;
 
 enum Query {
     Command(redis::Cmd),
@@ -24,7 +25,8 @@ const BACKOFF: Duration = Duration::from_secs(2);
 
 /// The shared L2 cache in Redis: `{prefix}:v1:id:{upstream}:{sha256}` holds a versioned JSON
 /// entry, `{prefix}:v1:seen:…` the first sighting of a token, `{prefix}:v1:sub:{sha256(sub)}`
-/// the keys of one subject, and `{prefix}:v1:invalidate` carries messages between replicas.
+/// the keys of one subject, `{prefix}:v1:revoked:{sha256}` a revocation, and
+/// `{prefix}:v1:invalidate` carries messages between replicas.
 pub struct RedisCache {
     pool: Pool,
     url: String,
@@ -68,6 +70,10 @@ impl RedisCache {
         format!("{}:v1:seen:{}", self.prefix, key.to_wire())
     }
 
+    fn revoked_key(&self, digest: &TokenDigest) -> String {
+        format!("{}:v1:revoked:{}", self.prefix, digest.to_hex())
+    }
+
     fn subject_key(&self, subject_digest_hex: &str) -> String {
         format!("{}:v1:sub:{subject_digest_hex}", self.prefix)
     }
@@ -108,16 +114,21 @@ impl RedisCache {
 
     /// Applies other replicas' invalidations to `local` until the process ends, reconnecting
     /// with a pause after every failure.
-    pub async fn follow_invalidations(url: String, channel: String, local: MemoryCache) {
+    pub async fn follow_invalidations(url: String, channel: String, local: MemoryCache, clock: SharedClock) {
         loop {
-            if let Err(error) = Self::subscribe_once(&url, &channel, &local).await {
+            if let Err(error) = Self::subscribe_once(&url, &channel, &local, &*clock).await {
                 tracing::warn!(%error, "Redis invalidation channel lost; reconnecting");
             }
             tokio::time::sleep(BACKOFF).await;
         }
     }
 
-    async fn subscribe_once(url: &str, channel: &str, local: &MemoryCache) -> redis::RedisResult<()> {
+    async fn subscribe_once(
+        url: &str,
+        channel: &str,
+        local: &MemoryCache,
+        clock: &dyn Clock,
+    ) -> redis::RedisResult<()> {
         let client = redis::Client::open(url)?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
@@ -125,9 +136,10 @@ impl RedisCache {
         while let Some(message) = messages.next().await {
             let Ok(payload) = message.get_payload::<String>() else { continue };
             match serde_json::from_str::<Invalidation>(&payload) {
-                Ok(Invalidation::Drop { keys }) => {
-                    let keys: Vec<_> = keys.iter().filter_map(|k| CacheKey::from_wire(k)).collect();
-                    local.drop_keys(&keys).await;
+                Ok(Invalidation::Revoke { digest, until }) => {
+                    if let Some(digest) = TokenDigest::from_hex(&digest) {
+                        let _ = local.revoke(&digest, until, clock.now()).await;
+                    }
                 }
                 Ok(Invalidation::PurgeSubject { issuer, subject_digest }) => {
                     local.drop_subject(issuer.as_deref(), &subject_digest).await;
@@ -181,6 +193,18 @@ impl IdentityCache for RedisCache {
         let set = command("SET").arg(&redis_key).arg(now).arg("NX").arg("GET").arg("EX").arg(remember).clone();
         let earlier: Option<i64> = self.run("first_seen", Query::Command(set)).await?;
         Ok(earlier.unwrap_or(now))
+    }
+
+    async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError> {
+        let seconds = u64::try_from(until - now).unwrap_or(0).max(1);
+        let set = command("SET").arg(self.revoked_key(digest)).arg(until).arg("EX").arg(seconds).clone();
+        self.run("revoke", Query::Command(set)).await
+    }
+
+    async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError> {
+        let until: Option<i64> =
+            self.run("is_revoked", Query::Command(command("GET").arg(self.revoked_key(digest)).clone())).await?;
+        Ok(until.is_some_and(|until| until > now))
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {

@@ -1,10 +1,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{CacheEntry, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
+use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
 use crate::clock::UnixTime;
 use crate::config::CacheSettings;
-use crate::subject::{SubjectToken, ValidatedIdentity};
+use crate::subject::{SubjectToken, TokenDigest, ValidatedIdentity};
 use crate::upstream::{Route, Upstreams, ValidationError, Vouched};
 
 /// How long verdicts are kept, in seconds.
@@ -53,7 +53,11 @@ impl IdentityResolver {
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
         let route = self.upstreams.route(token, bound_upstream)?;
-        let key = CacheKey::new(route.upstream_name(), token.digest());
+        let digest = token.digest();
+        let key = CacheKey::new(route.upstream_name(), digest);
+        if self.is_revoked_locally(&digest, now).await {
+            return Err(revoked());
+        }
         if let Some(entry) = self.local.get_usable(&key, now).await {
             crate::metrics::cache_lookup("l1", if entry.identity().is_some() { "hit" } else { "negative_hit" });
             return entry.to_result();
@@ -70,7 +74,15 @@ impl IdentityResolver {
         if !led.load(Ordering::Relaxed) {
             crate::metrics::coalesced_wait();
         }
+        // A revocation that landed while the upstream was being asked wins over its answer.
+        if self.is_revoked_locally(&digest, now).await {
+            return Err(revoked());
+        }
         entry.to_result()
+    }
+
+    async fn is_revoked_locally(&self, digest: &TokenDigest, now: UnixTime) -> bool {
+        self.local.is_revoked(digest, now).await.unwrap_or(false)
     }
 
     /// Runs once per key at a time (the single-flight leader).
@@ -142,21 +154,29 @@ impl IdentityResolver {
         self.local.first_seen(key, now, remember_for).await.unwrap_or(now)
     }
 
-    /// RFC 7009: forget the token everywhere and refuse it from now on, for `max_ttl`.
-    pub async fn revoke(&self, token: &SubjectToken, now: UnixTime) {
+    /// RFC 7009: refuse the token from now on, here and on every replica, for as long as it
+    /// could live (at least `max_ttl`), and drop what is cached of it. Fails when the
+    /// revocation could not be shared, so the caller can try again.
+    pub async fn revoke(&self, token: &SubjectToken, now: UnixTime) -> Result<(), CacheError> {
         let digest = token.digest();
         let keys: Vec<CacheKey> = self.upstreams.names().iter().map(|name| CacheKey::new(name, digest)).collect();
-        let marker = CacheEntry::rejected("the token was revoked", now + self.policy.max_ttl);
+        let mut until = now + self.policy.max_ttl;
         for key in &keys {
-            self.local.insert(key.clone(), marker.clone(), now).await;
-            if let Some(shared) = &self.shared {
-                let _ = shared.put(key, &marker, now).await;
+            if let Some(exp) =
+                self.local.get_usable(key, now).await.and_then(|e| e.identity().and_then(|i| i.expires_at))
+            {
+                until = until.max(exp);
             }
         }
+        self.local.revoke(&digest, until, now).await?;
+        self.local.drop_keys(&keys).await;
         if let Some(shared) = &self.shared {
-            let _ = shared.publish(&Invalidation::Drop { keys: keys.iter().map(CacheKey::to_wire).collect() }).await;
+            shared.revoke(&digest, until, now).await?;
+            shared.publish(&Invalidation::Revoke { digest: digest.to_hex(), until }).await?;
+            let _ = shared.remove(&keys).await;
         }
-        tracing::info!(security_event = "token_revoked", token = %digest.fingerprint(), "token revoked");
+        tracing::info!(security_event = "token_revoked", token = %digest.fingerprint(), until, "token revoked");
+        Ok(())
     }
 
     /// Drops every cached identity of a subject, here and on every replica; the next
@@ -182,4 +202,8 @@ impl IdentityResolver {
             None => None,
         }
     }
+}
+
+fn revoked() -> ValidationError {
+    ValidationError::rejected("the token was revoked")
 }

@@ -1,6 +1,6 @@
-//! Registered clients and their authentication: argon2id hashes checked once per process,
-//! remembered as a keyed digest, compared in constant time, with a lockout after repeated
-//! failures (RFC 6749 §2.3.1 asks for brute-force protection).
+//! Registered clients and their authentication: argon2id hashes checked once per process and
+//! presented secret, remembered under a keyed digest, bounded in concurrency, with a lockout
+//! after repeated failures (RFC 6749 §2.3.1 asks for brute-force protection).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use aws_lc_rs::{hmac, rand};
 
 use crate::config::ClientSettings;
-use crate::oauth::{ClientCredentials, OAuthError, ScopeSet};
+use crate::oauth::{ClientCredentials, ClientSecret, OAuthError, ScopeSet};
 
 /// A client allowed to call us, and what it may ask for.
 #[derive(Debug)]
@@ -42,6 +42,10 @@ impl RegisteredClient {
 }
 
 const LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
+/// Longer ids are refused before any lookup.
+const MAX_CLIENT_ID_BYTES: usize = 256;
+/// How long a request waits for an argon2 slot before it is told to come back.
+const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<RegisteredClient>>,
@@ -51,6 +55,8 @@ pub struct ClientRegistry {
     verdicts: moka::future::Cache<(String, Vec<u8>), bool>,
     failures: moka::future::Cache<String, Arc<AtomicU32>>,
     max_failures: u32,
+    /// argon2 verifications running at once, process-wide.
+    verifications: tokio::sync::Semaphore,
 }
 
 impl ClientRegistry {
@@ -71,6 +77,7 @@ impl ClientRegistry {
                 .build(),
             failures: moka::future::Cache::builder().max_capacity(100_000).time_to_live(LOCKOUT_WINDOW).build(),
             max_failures: max_failures_per_minute,
+            verifications: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
         })
     }
 
@@ -81,48 +88,83 @@ impl ClientRegistry {
     /// Checks the presented secret; unknown clients and wrong secrets look alike to the caller.
     pub async fn authenticate(&self, credentials: &ClientCredentials) -> Result<Arc<RegisteredClient>, OAuthError> {
         let rejected = || OAuthError::invalid_client("client authentication failed", Some(credentials.method));
-        let failures = self.failures.get(&credentials.client_id).await;
-        if failures.as_ref().is_some_and(|f| f.load(Ordering::Relaxed) >= self.max_failures) {
-            return Err(OAuthError::TooManyAttempts { retry_after_secs: LOCKOUT_WINDOW.as_secs() });
-        }
-        let client = match self.clients.get(&credentials.client_id) {
-            Some(client) if self.secret_matches(client, credentials).await => client.clone(),
-            _ => {
-                self.record_failure(&credentials.client_id).await;
-                tracing::warn!(security_event = "client_auth_failed", client_id = %credentials.client_id, "client authentication failed");
-                return Err(rejected());
-            }
+        let registered = (credentials.client_id.len() <= MAX_CLIENT_ID_BYTES)
+            .then(|| self.clients.get(&credentials.client_id))
+            .flatten();
+        let Some(client) = registered else {
+            // Unknown ids are neither counted nor logged: both would grow with what strangers send.
+            tracing::warn!(security_event = "client_auth_failed", "unknown client");
+            return Err(rejected());
         };
-        Ok(client)
+        match self.secret_matches(client, credentials).await {
+            Ok(true) => Ok(client.clone()),
+            Ok(false) => {
+                tracing::warn!(security_event = "client_auth_failed", client_id = %client.client_id, "wrong client secret");
+                Err(rejected())
+            }
+            Err(VerifyError::LockedOut) => {
+                tracing::warn!(security_event = "client_locked_out", client_id = %client.client_id, "client locked out");
+                Err(OAuthError::TooManyAttempts { retry_after_secs: LOCKOUT_WINDOW.as_secs() })
+            }
+            Err(VerifyError::Busy) => Err(OAuthError::unavailable("too many client authentications at once", Some(1))),
+        }
     }
 
-    /// argon2 runs once per client and presented secret per process; concurrent requests with
-    /// the same secret share that one run. The memo is keyed by an HMAC under a per-process
-    /// random key, so neither the secret nor anything an attacker could test offline is kept.
-    async fn secret_matches(&self, client: &RegisteredClient, credentials: &ClientCredentials) -> bool {
+    /// A remembered verdict answers at once. Otherwise argon2 runs once per client and
+    /// presented secret per process (concurrent requests with the same secret share the run),
+    /// only while the client is under its failure limit, and only as many at a time as there
+    /// are cores. The memo is keyed by an HMAC under a per-process random key, so neither the
+    /// secret nor anything an attacker could test offline is kept.
+    async fn secret_matches(
+        &self,
+        client: &RegisteredClient,
+        credentials: &ClientCredentials,
+    ) -> Result<bool, VerifyError> {
         let presented = hmac::sign(&self.memo_key, credentials.secret.expose_secret().as_bytes());
         let key = (client.client_id.clone(), presented.as_ref().to_vec());
+        if let Some(verdict) = self.verdicts.get(&key).await {
+            return Ok(verdict);
+        }
+        let attempts = self.failures.get_with(client.client_id.clone(), async { Arc::new(AtomicU32::new(0)) }).await;
         let hash = client.secret_hash.clone();
         let secret = credentials.secret.clone();
-        self.verdicts
-            .try_get_with(key, async move {
-                // argon2 takes milliseconds of CPU by design: keep it off the async workers.
-                tokio::task::spawn_blocking(move || {
-                    PasswordHash::new(&hash).is_ok_and(|parsed| {
-                        Argon2::default().verify_password(secret.expose_secret().as_bytes(), &parsed).is_ok()
-                    })
-                })
-                .await
-            })
-            .await
-            // A verification that did not finish is no verdict: refuse now, remember nothing.
-            .unwrap_or(false)
+        let verification = async move {
+            // The attempt is counted before it runs, so a burst cannot exceed the limit.
+            if attempts.fetch_add(1, Ordering::SeqCst) >= self.max_failures {
+                attempts.fetch_sub(1, Ordering::SeqCst);
+                return Err(VerifyError::LockedOut);
+            }
+            let verdict = self.verify(hash, secret).await;
+            if verdict != Ok(false) {
+                attempts.fetch_sub(1, Ordering::SeqCst);
+            }
+            verdict
+        };
+        self.verdicts.try_get_with(key, verification).await.map_err(|e| *e)
     }
 
-    async fn record_failure(&self, client_id: &str) {
-        let counter = self.failures.get_with(client_id.to_owned(), async { Arc::new(AtomicU32::new(0)) }).await;
-        counter.fetch_add(1, Ordering::Relaxed);
+    async fn verify(&self, hash: String, secret: ClientSecret) -> Result<bool, VerifyError> {
+        let permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, self.verifications.acquire())
+            .await
+            .map_err(|_| VerifyError::Busy)?
+            .map_err(|_| VerifyError::Busy)?;
+        // argon2 takes milliseconds of CPU and ~19 MiB by design: keep it off the async workers.
+        let verdict = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default().verify_password(secret.expose_secret().as_bytes(), &parsed).is_ok()
+            })
+        })
+        .await
+        .map_err(|_| VerifyError::Busy);
+        drop(permit);
+        verdict
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VerifyError {
+    LockedOut,
+    Busy,
 }
 
 /// An argon2id PHC string for `secret`, for the `hash-secret` command.

@@ -30,6 +30,7 @@ pub struct RevocationForm {
         (status = 400, description = "invalid_request", body = ErrorResponse),
         (status = 401, description = "invalid_client, with a WWW-Authenticate challenge", body = ErrorResponse),
         (status = 429, description = "slow_down: too many failed client authentications", body = ErrorResponse),
+        (status = 503, description = "temporarily_unavailable: the shared cache could not record the revocation", body = ErrorResponse),
     ),
     security(("client_secret_basic" = []), ()),
 )]
@@ -42,7 +43,10 @@ pub async fn revoke(
     let form = read_form(&request, body, state.max_body_bytes).await?;
     authenticated_client(&request, &form, &state).await?;
     let revocation = RevocationRequest::from_form(&form)?;
-    state.identities.revoke(&revocation.token, state.exchange.now()).await;
+    state.identities.revoke(&revocation.token, state.exchange.now()).await.map_err(|error| {
+        tracing::error!(%error, "a revocation could not be shared with the other replicas");
+        OAuthError::unavailable("the revocation could not be recorded everywhere; try again", Some(1))
+    })?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).finish())
 }
 

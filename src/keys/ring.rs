@@ -33,6 +33,8 @@ pub struct RotationPolicy {
     pub retire_after: i64,
     /// Rotate automatically this long after the current key started signing.
     pub rotate_every: Option<i64>,
+    /// The longest lifetime of a minted token.
+    pub token_ttl: i64,
 }
 
 struct RingKey {
@@ -61,7 +63,8 @@ impl KeyRing {
         now: UnixTime,
     ) -> Result<Self, KeyRingError> {
         let stored = store.load_all().await?;
-        if !stored.iter().any(|k| k.algorithm == algorithm.as_str()) {
+        // A key already scheduled to retire does not count: it must not start signing again.
+        if !stored.iter().any(|k| k.algorithm == algorithm.as_str() && k.retires_at.is_none()) {
             let slot = format!("initial-{}", algorithm.as_str());
             Self::add_key(&*store, algorithm, policy, now, stored.is_empty(), Some(&slot)).await?;
         }
@@ -149,7 +152,9 @@ impl KeyRing {
     /// while none is active yet (an algorithm change in progress), the newest active key.
     pub fn signing_key(&self, now: UnixTime) -> Option<Arc<SigningKey>> {
         let keys = self.snapshot();
-        let active = |k: &&RingKey| k.activates_at <= now && k.retires_at.is_none_or(|r| r > now);
+        // A key signs only while every token it signs now will expire before it retires.
+        let last_safe_signing = now + self.policy.token_ttl;
+        let active = |k: &&RingKey| k.activates_at <= now && k.retires_at.is_none_or(|r| r > last_safe_signing);
         let key = keys
             .iter()
             .filter(active)

@@ -4,6 +4,9 @@ use super::OAuthError;
 /// (RFC 6749 §3.2).
 const REPEATABLE: &[&str] = &["audience", "resource"];
 
+/// Far more than any real request carries; bounds the work spent on a hostile body.
+const MAX_PARAMETERS: usize = 100;
+
 /// A decoded `application/x-www-form-urlencoded` body. Parameters sent without a value count as
 /// omitted (RFC 6749 §3.2); unknown parameters are kept but never looked at.
 #[derive(Debug, Default)]
@@ -13,16 +16,19 @@ impl FormParams {
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
         let pairs: Vec<(String, String)> = serde_html_form::from_bytes(body)
             .map_err(|_| OAuthError::invalid_request("the body is not valid form-urlencoded UTF-8"))?;
+        if pairs.len() > MAX_PARAMETERS {
+            return Err(OAuthError::invalid_request("the request has too many parameters"));
+        }
         let params = Self(pairs.into_iter().filter(|(_, value)| !value.is_empty()).collect());
         params.reject_repeats()?;
         Ok(params)
     }
 
     fn reject_repeats(&self) -> Result<(), OAuthError> {
-        for (i, (name, _)) in self.0.iter().enumerate() {
-            let repeated = self.0[..i].iter().any(|(earlier, _)| earlier == name);
-            if repeated && !REPEATABLE.contains(&name.as_str()) {
-                return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        for (name, _) in &self.0 {
+            if !seen.insert(name.as_str()) && !REPEATABLE.contains(&name.as_str()) {
+                return Err(OAuthError::invalid_request("a parameter that may appear once is repeated"));
             }
         }
         Ok(())

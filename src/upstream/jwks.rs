@@ -104,19 +104,34 @@ impl JwksCache {
         now: UnixTime,
     ) -> Result<Arc<UpstreamKey>, ValidationError> {
         let is_fresh = |set: &KeySet| now < set.fetched_at + self.max_age;
-        if let Some(key) = self.snapshot().filter(|s| is_fresh(s)).and_then(|s| s.find(kid, alg)) {
+        let current = self.snapshot();
+        let known = current.as_ref().and_then(|set| set.find(kid, alg));
+        let fresh = current.as_deref().is_some_and(is_fresh);
+        let mut refresh = match known {
+            Some(key) if fresh => return Ok(key),
+            // Stale: one request refreshes; the others go on with the key they have.
+            Some(key) => match self.refresh.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(key),
+            },
+            None => self.refresh.lock().await,
+        };
+        // Whoever waited re-reads what the fetch before it left behind.
+        let current = self.snapshot();
+        let known = current.as_ref().and_then(|set| set.find(kid, alg));
+        if let Some(key) = known.clone().filter(|_| current.as_deref().is_some_and(is_fresh)) {
             return Ok(key);
         }
-        // One fetch at a time; whoever waited re-reads what the fetch left behind.
-        let mut refresh = self.refresh.lock().await;
-        let current = self.snapshot();
-        if let Some(set) = current.as_ref().filter(|s| is_fresh(s)) {
-            if let Some(key) = set.find(kid, alg) {
-                return Ok(key);
-            }
-            if refresh.last_fetch.is_some_and(|at| now - at < self.cooldown) {
-                return Err(ValidationError::rejected("the token's signing key is not in the issuer's JWKS"));
-            }
+        // However many tokens name unknown keys, the issuer is asked at most once per cooldown.
+        if refresh.last_fetch.is_some_and(|at| now - at < self.cooldown) {
+            return match (known, current) {
+                (Some(key), _) => Ok(key),
+                (None, Some(_)) => Err(unknown_kid()),
+                (None, None) => Err(ValidationError::Unavailable {
+                    reason: "the issuer's JWKS could not be fetched".into(),
+                    retry_after_secs: u64::try_from(self.cooldown).ok(),
+                }),
+            };
         }
         refresh.last_fetch = Some(now);
         match self.fetch(&mut refresh, now).await {
@@ -125,11 +140,10 @@ impl JwksCache {
                 if let Ok(mut guard) = self.current.write() {
                     *guard = Some(set.clone());
                 }
-                set.find(kid, alg)
-                    .ok_or_else(|| ValidationError::rejected("the token's signing key is not in the issuer's JWKS"))
+                set.find(kid, alg).ok_or_else(unknown_kid)
             }
-            // A stale set still beats no answer while the issuer is down.
-            Err(error) => current.and_then(|s| s.find(kid, alg)).ok_or(error),
+            // A stale key still beats no answer while the issuer is down.
+            Err(error) => known.ok_or(error),
         }
     }
 
@@ -190,4 +204,8 @@ fn jwks_failure(failure: HttpFailure) -> ValidationError {
         }
         other => ValidationError::Misconfigured(format!("JWKS: {other}")),
     }
+}
+
+fn unknown_kid() -> ValidationError {
+    ValidationError::rejected("the token's signing key is not in the issuer's JWKS")
 }

@@ -41,6 +41,7 @@ pub struct OpaqueUpstream {
     userinfo_ttl: i64,
     token_lifetime: Option<i64>,
     leeway: i64,
+    audiences: Vec<String>,
     retained_claims: Vec<String>,
     http: Arc<UpstreamHttp>,
 }
@@ -69,6 +70,7 @@ impl OpaqueUpstream {
             userinfo_ttl: super::seconds(settings.userinfo_ttl),
             token_lifetime: settings.token_lifetime.map(super::seconds),
             leeway: super::seconds(settings.leeway),
+            audiences: settings.audiences.clone(),
             retained_claims: retained_claims.to_vec(),
             http,
         })
@@ -135,6 +137,15 @@ impl OpaqueUpstream {
         if !response.active() {
             return Err(ValidationError::rejected("the token is not active"));
         }
+        if is_refresh_token(&response) {
+            return Err(ValidationError::rejected("a refresh token is not an access token"));
+        }
+        // Like a JWT subject, an introspected token must be meant for us when audiences are set.
+        if !self.audiences.is_empty()
+            && !response.aud().is_some_and(|aud| aud.iter().any(|a| self.audiences.contains(a)))
+        {
+            return Err(ValidationError::rejected("the token's audience is not accepted"));
+        }
         let expires_at = response.exp().map(|t| t.timestamp());
         if expires_at.is_some_and(|exp| exp <= now) {
             return Err(ValidationError::rejected("the token has expired"));
@@ -160,8 +171,9 @@ impl OpaqueUpstream {
             .header("Accept", "application/json");
         let call = UpstreamCall { upstream: &self.name, kind: "userinfo" };
         self.http.send_json(call, request).await.map_err(|failure| match failure {
-            // OIDC Core §5.3.3 with RFC 6750 §3.1: 401 means the token is not valid.
-            HttpFailure::Status(401) => ValidationError::rejected("userinfo refused the token"),
+            // OIDC Core §5.3.3 with RFC 6750 §3.1: 401 (invalid_token), 403 (insufficient_scope)
+            // and 400 (invalid_request) all say the token cannot be used: a verdict on the token.
+            HttpFailure::Status(400 | 401 | 403) => ValidationError::rejected("userinfo refused the token"),
             other => from_http(other, "userinfo"),
         })
     }
@@ -193,6 +205,19 @@ impl Known {
         self.claims.extend(profile);
         Ok(())
     }
+}
+
+/// RFC 7662 `token_type` is the RFC 6749 §7.1 type (`bearer`), which says nothing about refresh
+/// tokens; providers that tell them apart do so in `token_type_hint`-like members (Keycloak's
+/// `typ: Refresh`). Either spelling marks a token we must not accept as a subject.
+fn is_refresh_token(response: &IntrospectionResponse) -> bool {
+    let extra = &response.extra_fields().0;
+    ["typ", "token_use", "token_type_hint"].iter().any(|member| {
+        extra.get(*member).and_then(Value::as_str).is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v == "refresh" || v == "refresh_token"
+        })
+    })
 }
 
 fn from_http(failure: HttpFailure, what: &str) -> ValidationError {

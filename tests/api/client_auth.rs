@@ -118,8 +118,8 @@ async fn repeated_failures_lock_the_client_out_with_429_and_retry_after() {
     let idp = FakeIdp::start().await;
     let app = spawn_app_with(&idp, |s| s.server.max_failed_client_auth_per_minute = 3).await;
     let form = exchange_form(&idp.token(app.now()));
-    for _ in 0..3 {
-        assert_eq!(post(&app, Some(basic(CLIENT_ID, "guess")), &form).await.status(), 401);
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        assert_eq!(post(&app, Some(basic(CLIENT_ID, guess)), &form).await.status(), 401);
     }
 
     let response = post(&app, Some(basic(CLIENT_ID, CLIENT_SECRET)), &form).await;
@@ -136,6 +136,41 @@ async fn a_remembered_secret_still_rejects_a_different_secret() {
     assert_eq!(post(&app, Some(basic(CLIENT_ID, CLIENT_SECRET)), &form).await.status(), 200);
 
     let response = post(&app, Some(basic(CLIENT_ID, "gateway-secreT")), &form).await;
+
+    assert_oauth_error(response, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn a_repeated_wrong_secret_is_not_verified_again_and_not_counted_again() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, |s| s.server.max_failed_client_auth_per_minute = 2).await;
+    let form = exchange_form(&idp.token(app.now()));
+    for _ in 0..5 {
+        assert_eq!(post(&app, Some(basic(CLIENT_ID, "same-guess")), &form).await.status(), 401);
+    }
+
+    assert_eq!(post(&app, Some(basic(CLIENT_ID, CLIENT_SECRET)), &form).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_proved_its_secret_is_not_locked_out_by_someone_elses_guesses() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, |s| s.server.max_failed_client_auth_per_minute = 2).await;
+    let form = exchange_form(&idp.token(app.now()));
+    assert_eq!(post(&app, Some(basic(CLIENT_ID, CLIENT_SECRET)), &form).await.status(), 200);
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        post(&app, Some(basic(CLIENT_ID, guess)), &form).await;
+    }
+
+    assert_eq!(post(&app, Some(basic(CLIENT_ID, CLIENT_SECRET)), &form).await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_overlong_client_id_is_invalid_client() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    let response = post(&app, Some(basic(&"x".repeat(5000), "s")), &exchange_form(&idp.token(app.now()))).await;
 
     assert_oauth_error(response, 401, "invalid_client").await;
 }

@@ -246,3 +246,18 @@ async fn a_jwks_larger_than_the_response_cap_is_not_used() {
 
     assert_oauth_error(response, 500, "server_error").await;
 }
+
+#[tokio::test]
+async fn an_unreachable_jwks_is_asked_at_most_once_per_cooldown() {
+    let idp = FakeIdp::start().await;
+    idp.server.reset().await;
+    Mock::given(method("GET")).and(path(JWKS_PATH)).respond_with(ResponseTemplate::new(500)).mount(&idp.server).await;
+    let app = spawn_app(&idp).await;
+
+    for sub in ["a", "b", "c"] {
+        let response = app.exchange(&idp.token_with(app.now(), json!({"sub": sub})), &[]).await;
+        assert_oauth_error(response, 503, "temporarily_unavailable").await;
+    }
+
+    assert_eq!(idp.jwks_fetches().await, 1);
+}

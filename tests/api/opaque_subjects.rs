@@ -196,3 +196,39 @@ async fn a_jwt_access_token_from_a_known_issuer_is_verified_offline_not_introspe
     assert_eq!(response.status(), 200);
     assert_eq!(idp.introspections().await, 0);
 }
+
+#[tokio::test]
+async fn an_introspected_token_for_another_audience_is_refused_when_audiences_are_set() {
+    let idp = FakeIdp::start().await;
+    let mut upstream = idp.opaque_settings("opaque", true, false);
+    upstream.audiences = vec!["https://api.example.com".into()];
+    let app = spawn_app_with(&idp, |s| s.upstreams.push(upstream)).await;
+    let ours = json!({"active": true, "sub": "u", "exp": app.now() + 60, "aud": ["https://api.example.com", "x"]});
+    let theirs = json!({"active": true, "sub": "u", "exp": app.now() + 60, "aud": "https://other.example"});
+    idp.introspection_answers("aud-ours", ResponseTemplate::new(200).set_body_json(ours)).await;
+    idp.introspection_answers("aud-theirs", ResponseTemplate::new(200).set_body_json(theirs)).await;
+
+    assert_eq!(app.exchange_opaque("aud-ours", &[]).await.status(), 200);
+    assert_oauth_error(app.exchange_opaque("aud-theirs", &[]).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn an_introspected_refresh_token_is_refused() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let body = json!({"active": true, "sub": "u", "exp": app.now() + 60, "typ": "Refresh"});
+    idp.introspection_answers("refresh-1", ResponseTemplate::new(200).set_body_json(body)).await;
+
+    assert_oauth_error(app.exchange_opaque("refresh-1", &[]).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn userinfo_insufficient_scope_is_a_verdict_on_the_token() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, |s| s.upstreams.push(idp.opaque_settings("auth0", false, true))).await;
+    idp.userinfo_answers("no-openid", ResponseTemplate::new(403)).await;
+
+    assert_oauth_error(app.exchange_opaque("no-openid", &[]).await, 400, "invalid_request").await;
+    assert_oauth_error(app.exchange_opaque("no-openid", &[]).await, 400, "invalid_request").await;
+    assert_eq!(idp.userinfo_calls().await, 1, "negative-cached like any rejection");
+}

@@ -96,3 +96,45 @@ async fn purge_is_refused_to_clients_without_admin_rights() {
 
     assert_oauth_error(response, 400, "unauthorized_client").await;
 }
+
+#[tokio::test]
+async fn a_revocation_wins_over_an_upstream_answer_still_in_flight() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app_with(&idp, |s| s.upstreams.push(idp.opaque_settings("opaque", true, false))).await;
+    let slow = serde_json::json!({"active": true, "sub": "u", "exp": app.now() + 600});
+    idp.introspection_answers(
+        "race-1",
+        wiremock::ResponseTemplate::new(200).set_body_json(slow).set_delay(Duration::from_millis(500)),
+    )
+    .await;
+
+    let in_flight = app.exchange_opaque("race-1", &[]);
+    let revocation = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "race-1")]).await
+    };
+    let (exchanged, revoked) = tokio::join!(in_flight, revocation);
+
+    assert_eq!(revoked.status(), 200);
+    assert_oauth_error(exchanged, 400, "invalid_request").await;
+    assert_oauth_error(app.exchange_opaque("race-1", &[]).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn a_revocation_outlives_the_cached_entry_it_replaced() {
+    let idp = FakeIdp::start().await;
+    let mut upstream = idp.opaque_settings("auth0", false, true);
+    upstream.userinfo_ttl = Duration::from_secs(60);
+    let app = spawn_app_with(&idp, |s| s.upstreams.push(upstream)).await;
+    idp.userinfo_answers(
+        "still-ok-upstream",
+        wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({"sub": "u"})),
+    )
+    .await;
+    assert_eq!(app.exchange_opaque("still-ok-upstream", &[]).await.status(), 200);
+
+    app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "still-ok-upstream")]).await;
+    app.clock.advance(120);
+
+    assert_oauth_error(app.exchange_opaque("still-ok-upstream", &[]).await, 400, "invalid_request").await;
+}
