@@ -1,6 +1,7 @@
 //! Relational storage: one pool per process, SQLite by default and PostgreSQL in production.
 //! Each store trait has one implementation per database, chosen here once.
 
+mod key_store;
 mod postgres;
 mod sqlite;
 
@@ -67,8 +68,8 @@ impl Database {
 
     pub fn key_store(&self) -> Arc<dyn KeyStore> {
         match self {
-            Self::Sqlite(pool) => Arc::new(sqlite::SqliteKeyStore::new(pool.clone())),
-            Self::Postgres(pool) => Arc::new(postgres::PgKeyStore::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(key_store::SqliteKeyStore::new(pool.clone())),
+            Self::Postgres(pool) => Arc::new(key_store::PgKeyStore::new(pool.clone())),
         }
     }
 

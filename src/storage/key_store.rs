@@ -1,0 +1,54 @@
+//! The key store, once per database. The statements are shared (see `storage/mod.rs`); only
+//! the pool type differs, which sqlx's generic bounds make costlier to abstract than to stamp.
+
+use async_trait::async_trait;
+
+use super::{DELETE_RETIRED, INSERT_KEY, LOAD_ALL_KEYS, RETIRE_ALL_BUT};
+use crate::clock::UnixTime;
+use crate::keys::{KeyStore, StoreError, StoredKey};
+
+macro_rules! key_store {
+    ($name:ident, $pool:ty) => {
+        pub struct $name {
+            pool: $pool,
+        }
+
+        impl $name {
+            pub fn new(pool: $pool) -> Self {
+                Self { pool }
+            }
+        }
+
+        #[async_trait]
+        impl KeyStore for $name {
+            async fn load_all(&self) -> Result<Vec<StoredKey>, StoreError> {
+                Ok(sqlx::query_as(LOAD_ALL_KEYS).fetch_all(&self.pool).await?)
+            }
+
+            async fn insert(&self, key: &StoredKey, slot: Option<&str>) -> Result<bool, StoreError> {
+                let result = sqlx::query(INSERT_KEY)
+                    .bind(&key.kid)
+                    .bind(&key.algorithm)
+                    .bind(&key.private_key_pkcs8)
+                    .bind(slot)
+                    .bind(key.created_at)
+                    .bind(key.activates_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn retire_all_but(&self, kid: &str, retires_at: UnixTime) -> Result<(), StoreError> {
+                sqlx::query(RETIRE_ALL_BUT).bind(retires_at).bind(kid).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_retired(&self, now: UnixTime) -> Result<u64, StoreError> {
+                Ok(sqlx::query(DELETE_RETIRED).bind(now).execute(&self.pool).await?.rows_affected())
+            }
+        }
+    };
+}
+
+key_store!(SqliteKeyStore, sqlx::SqlitePool);
+key_store!(PgKeyStore, sqlx::PgPool);
