@@ -2,6 +2,7 @@
 # Benchmark: cache-hit exchanges against a bare endpoint of the same server, and cold
 # exchanges against the fake upstream's own rate, all measured in one run.
 #   bench/run.sh [seconds-per-phase] [connections]
+#   BENCH_REUSE_MINTED=false bench/run.sh   signs every token (no minted-token reuse)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -26,6 +27,8 @@ cat > "$WORK/bench.toml" <<TOML
 listen = "127.0.0.1:$APP_PORT"
 [storage]
 database_url = "sqlite://$WORK/bench.db"
+[tokens]
+reuse_minted = ${BENCH_REUSE_MINTED:-true}
 [cache]
 redis_url = "redis://127.0.0.1:6379"
 redis_prefix = "te-bench-$$"

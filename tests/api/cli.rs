@@ -179,7 +179,7 @@ fn sigterm_stops_the_server_gracefully() {
         assert!(stdout.read_line(&mut line).unwrap() > 0, "server exited before listening");
     }
 
-    let signalled = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let signalled = Command::new("sh").args(["-c", &format!("kill -TERM {}", server.id())]).status().unwrap();
 
     assert!(signalled.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
