@@ -31,17 +31,22 @@ pub fn routes(config: &mut ServiceConfig) {
 /// Routes that exist but are not part of the documented API surface.
 pub fn undocumented_routes(config: &mut web::ServiceConfig) {
     config
-        // Reached only when the POST route above did not match the method (RFC 9110 §15.5.6).
-        .service(web::resource(["/token", "/revoke", "/admin/purge"]).to(method_not_allowed))
+        // Reached only when a documented route did not match the method (RFC 9110 §15.5.6).
+        .service(web::resource(POST_ONLY).to(|| method_not_allowed("POST")))
+        .service(web::resource(GET_ONLY).to(|| method_not_allowed("GET")))
         .service(
             web::resource("/.well-known/oauth-authorization-server/{issuer_path:.*}").to(metadata::metadata_with_path),
         );
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().insert_header(("Allow", "POST")).json(crate::oauth::ErrorResponse {
+const POST_ONLY: [&str; 3] = ["/token", "/revoke", "/admin/purge"];
+const GET_ONLY: [&str; 5] =
+    ["/.well-known/jwks.json", "/.well-known/oauth-authorization-server", "/healthz", "/readyz", "/metrics"];
+
+async fn method_not_allowed(allowed: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().insert_header(("Allow", allowed)).json(crate::oauth::ErrorResponse {
         error: "invalid_request".into(),
-        error_description: Some("use POST".into()),
+        error_description: Some(format!("use {allowed}")),
     })
 }
 

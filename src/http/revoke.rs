@@ -13,6 +13,7 @@ use crate::state::AppState;
 #[allow(dead_code)]
 pub struct RevocationForm {
     /// The subject token to forget and refuse from now on.
+    #[schema(min_length = 1)]
     token: String,
     /// Accepted and ignored: every cached verdict on the token is dropped.
     token_type_hint: Option<String>,
@@ -55,6 +56,7 @@ pub async fn revoke(
 #[allow(dead_code)]
 pub struct PurgeForm {
     /// The subject (`sub`) whose cached identities are dropped.
+    #[schema(min_length = 1)]
     sub: String,
     /// Only identities from this issuer; all issuers when absent.
     iss: Option<String>,

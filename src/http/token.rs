@@ -14,12 +14,16 @@ use crate::state::AppState;
 #[allow(dead_code)]
 pub struct TokenExchangeForm {
     /// `urn:ietf:params:oauth:grant-type:token-exchange`
+    #[schema(pattern = "^urn:ietf:params:oauth:grant-type:token-exchange$")]
     grant_type: String,
     /// The token to exchange.
+    #[schema(min_length = 1)]
     subject_token: String,
     /// `urn:ietf:params:oauth:token-type:access_token`, `...:jwt` or `...:id_token`.
+    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt|id_token)$")]
     subject_token_type: String,
     /// `...:access_token` (default) or `...:jwt`.
+    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt)$")]
     requested_token_type: Option<String>,
     /// Logical name of a target service; may repeat.
     audience: Option<Vec<String>>,
@@ -30,6 +34,7 @@ pub struct TokenExchangeForm {
     /// A token for the party acting on the subject's behalf (goes into `act`).
     actor_token: Option<String>,
     /// Required with `actor_token`, forbidden without it.
+    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt|id_token)$")]
     actor_token_type: Option<String>,
     /// With `client_secret_post` only.
     client_id: Option<String>,

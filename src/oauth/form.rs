@@ -1,8 +1,24 @@
 use super::OAuthError;
 
-/// Parameters that RFC 8693 §2.1 allows to repeat; every other one must appear at most once
-/// (RFC 6749 §3.2).
-const REPEATABLE: &[&str] = &["audience", "resource"];
+/// Parameters we read that must appear at most once (RFC 6749 §3.2). RFC 8693 §2.1 lets
+/// `audience` and `resource` repeat; parameters we do not know are ignored, repeated or not.
+const SINGLE: &[&str] = &[
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "requested_token_type",
+    "actor_token",
+    "actor_token_type",
+    "scope",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "token",
+    "token_type_hint",
+    "sub",
+    "iss",
+];
 
 /// Far more than any real request carries; bounds the work spent on a hostile body.
 const MAX_PARAMETERS: usize = 100;
@@ -27,7 +43,7 @@ impl FormParams {
     fn reject_repeats(&self) -> Result<(), OAuthError> {
         let mut seen = std::collections::HashSet::with_capacity(self.0.len());
         for (name, _) in &self.0 {
-            if !seen.insert(name.as_str()) && !REPEATABLE.contains(&name.as_str()) {
+            if SINGLE.contains(&name.as_str()) && !seen.insert(name.as_str()) {
                 return Err(OAuthError::invalid_request("a parameter that may appear once is repeated"));
             }
         }
@@ -67,6 +83,7 @@ mod tests {
     #[test]
     fn repeated_single_parameters_are_rejected_but_audience_may_repeat() {
         assert!(FormParams::parse(b"grant_type=a&grant_type=b").is_err());
+        assert!(FormParams::parse(b"unknown=a&unknown=b").is_ok());
         let form = FormParams::parse(b"audience=a&audience=b").unwrap_or_default();
         assert_eq!(form.all("audience").collect::<Vec<_>>(), ["a", "b"]);
     }

@@ -413,3 +413,24 @@ async fn without_reuse_every_exchange_mints_a_new_token() {
 
     assert_ne!(first["access_token"], second["access_token"]);
 }
+
+#[tokio::test]
+async fn repeated_unknown_parameters_are_ignored_too() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    let response = app.exchange(&idp.token(app.now()), &[("x-trace", "1"), ("x-trace", "2")]).await;
+
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn undeclared_methods_on_read_endpoints_are_method_not_allowed() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    let response = app.http.delete(app.url(JWKS_PATH)).send().await.unwrap();
+
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+}
