@@ -452,10 +452,6 @@ impl Settings {
         }
     }
 
-    pub fn is_sqlite(&self) -> bool {
-        self.storage.database_url.starts_with("sqlite:")
-    }
-
     /// Key rotation timing: a replaced key stays published for the longest token lifetime
     /// plus the time verifiers may cache the JWKS and the time replicas take to notice.
     pub fn rotation_policy(&self) -> crate::keys::RotationPolicy {

@@ -29,7 +29,6 @@ const BACKOFF: Duration = Duration::from_secs(2);
 /// `{prefix}:v1:invalidate` carries messages between replicas.
 pub struct RedisCache {
     pool: Pool,
-    url: String,
     prefix: String,
     timeout: Duration,
     index_ttl: u64,
@@ -53,7 +52,6 @@ impl RedisCache {
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
         Ok(Self {
             pool,
-            url: url.to_owned(),
             prefix: prefix.to_owned(),
             timeout,
             index_ttl: max_ttl.as_secs().max(1),
@@ -148,10 +146,6 @@ impl RedisCache {
             }
         }
         Ok(())
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
     }
 }
 

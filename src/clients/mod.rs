@@ -81,10 +81,6 @@ impl ClientRegistry {
         })
     }
 
-    pub fn clients(&self) -> impl Iterator<Item = &RegisteredClient> {
-        self.clients.values().map(Arc::as_ref)
-    }
-
     /// Checks the presented secret; unknown clients and wrong secrets look alike to the caller.
     pub async fn authenticate(&self, credentials: &ClientCredentials) -> Result<Arc<RegisteredClient>, OAuthError> {
         let rejected = || OAuthError::invalid_client("client authentication failed", Some(credentials.method));

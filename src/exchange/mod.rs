@@ -16,6 +16,14 @@ use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, ScopeSet, TokenT
 use crate::subject::ValidatedIdentity;
 use crate::upstream::ValidationError;
 
+/// What a client may receive for one request.
+struct Grant {
+    audience: Vec<String>,
+    subject: ValidatedIdentity,
+    actor: Option<ValidatedIdentity>,
+    scope: ScopeSet,
+}
+
 /// What the token endpoint hands back.
 #[derive(Debug)]
 pub struct IssuedToken {
@@ -69,8 +77,27 @@ impl ExchangeService {
         request: ExchangeRequest,
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
+        let grant = self.authorize(client, &request, now).await?;
+        let (access_token, expires_at) = self.token_for(client, &request, &grant, now).await?;
+        tracing::info!(sub = %grant.subject.subject, upstream = %grant.subject.upstream, "token issued");
+        Ok(IssuedToken {
+            access_token,
+            issued_token_type: request.requested_token_type,
+            expires_in: u64::try_from(expires_at - now).unwrap_or(0),
+            scope: grant.scope,
+        })
+    }
+
+    /// Who the subject (and actor) is and what the client may receive for it: decided on
+    /// every request, whatever the caches hold.
+    async fn authorize(
+        &self,
+        client: &RegisteredClient,
+        request: &ExchangeRequest,
+        now: UnixTime,
+    ) -> Result<Grant, OAuthError> {
         // Cheap checks first: a request for a forbidden audience never reaches an upstream.
-        let audience = policy::audience(client, &request, &self.default_audience)?;
+        let audience = policy::audience(client, request, &self.default_audience)?;
         let subject = self.validate(&request.subject, client, now, "subject_token").await?;
         policy::check_client_upstream(client, &subject)?;
         let actor = match &request.actor {
@@ -81,37 +108,51 @@ impl ExchangeService {
             policy::check_may_act(&subject, actor)?;
         }
         let scope = policy::granted_scope(request.scope.as_ref(), &subject.scope_set(), &client.scopes)?;
-        let issued = |access_token, expires_at: UnixTime, scope| IssuedToken {
-            access_token,
-            issued_token_type: request.requested_token_type,
-            expires_in: u64::try_from(expires_at - now).unwrap_or(0),
-            scope,
-        };
-        let reuse_key = match (&self.reuse, &actor) {
-            (Some(_), None) => Some(reuse::ReuseKey {
-                subject: request.subject.token.digest(),
-                client_id: client.client_id.clone(),
-                audience: audience.clone(),
-                scope: scope.to_wire(),
-            }),
-            _ => None,
-        };
-        if let (Some(reuse), Some(key)) = (&self.reuse, &reuse_key)
-            && let Some(minted) = reuse.reusable(key, &subject, now).await
+        Ok(Grant { audience, subject, actor, scope })
+    }
+
+    /// The token minted for the same grant a moment ago, or a new one.
+    async fn token_for(
+        &self,
+        client: &RegisteredClient,
+        request: &ExchangeRequest,
+        grant: &Grant,
+        now: UnixTime,
+    ) -> Result<(String, UnixTime), OAuthError> {
+        let reuse = self.reuse.as_ref().filter(|_| grant.actor.is_none());
+        let key = reuse.map(|_| reuse::ReuseKey {
+            subject: request.subject.token.digest(),
+            client_id: client.client_id.clone(),
+            audience: grant.audience.clone(),
+            scope: grant.scope.to_wire(),
+        });
+        if let (Some(reuse), Some(key)) = (reuse, &key)
+            && let Some(minted) = reuse.reusable(key, &grant.subject, now).await
         {
-            return Ok(issued(minted.access_token.clone(), minted.expires_at, scope));
+            return Ok((minted.access_token.clone(), minted.expires_at));
         }
-        let expires_at = subject.expires_at.map_or(now + self.ttl, |exp| exp.min(now + self.ttl));
+        let (access_token, expires_at) = self.mint(client, grant, now)?;
+        if let (Some(reuse), Some(key)) = (reuse, key) {
+            let identity = grant.subject.clone();
+            let minted = reuse::Minted { access_token: access_token.clone(), issued_at: now, expires_at, identity };
+            reuse.remember(key, minted).await;
+        }
+        Ok((access_token, expires_at))
+    }
+
+    /// Signs a new token that ends no later than the subject token.
+    fn mint(&self, client: &RegisteredClient, grant: &Grant, now: UnixTime) -> Result<(String, UnixTime), OAuthError> {
+        let expires_at = grant.subject.expires_at.map_or(now + self.ttl, |exp| exp.min(now + self.ttl));
         if expires_at <= now {
             return Err(OAuthError::invalid_request("subject_token has expired"));
         }
         let claims = claims::MintedClaims {
             issuer: &self.issuer,
             client_id: &client.client_id,
-            audience: &audience,
-            scope: &scope,
-            subject: &subject,
-            actor: actor.as_ref(),
+            audience: &grant.audience,
+            scope: &grant.scope,
+            subject: &grant.subject,
+            actor: grant.actor.as_ref(),
             issued_at: now,
             expires_at,
         };
@@ -123,13 +164,7 @@ impl ExchangeService {
             tracing::error!(%error, "signing a minted token failed");
             OAuthError::ServerError
         })?;
-        tracing::info!(sub = %subject.subject, upstream = %subject.upstream, "token issued");
-        if let (Some(reuse), Some(key)) = (&self.reuse, reuse_key) {
-            let minted =
-                reuse::Minted { access_token: access_token.clone(), issued_at: now, expires_at, identity: subject };
-            reuse.remember(key, minted).await;
-        }
-        Ok(issued(access_token, expires_at, scope))
+        Ok((access_token, expires_at))
     }
 
     async fn validate(

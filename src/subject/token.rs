@@ -44,10 +44,6 @@ impl fmt::Debug for SubjectToken {
 pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
     pub fn to_hex(&self) -> String {
         hex(&self.0)
     }
