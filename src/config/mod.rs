@@ -14,6 +14,9 @@ use url::Url;
 
 use crate::keys::SigningAlgorithm;
 
+mod duration;
+mod validate;
+
 pub const ENV_PREFIX: &str = "TOKEN_EXCHANGE__";
 
 /// How long verifiers may cache our JWKS (`Cache-Control: max-age` on the JWKS).
@@ -81,7 +84,7 @@ pub struct KeySettings {
     #[serde(with = "duration")]
     pub refresh_interval: Duration,
     /// Rotate the signing key automatically this long after the current one started signing.
-    #[serde(default, with = "optional_duration")]
+    #[serde(default, with = "duration::optional")]
     pub rotate_every: Option<Duration>,
 }
 
@@ -157,7 +160,7 @@ pub struct UpstreamSettings {
     #[serde(default = "default_userinfo_ttl", with = "duration")]
     pub userinfo_ttl: Duration,
     /// The provider's fixed token lifetime, counted from when we first saw a token.
-    #[serde(default, with = "optional_duration")]
+    #[serde(default, with = "duration::optional")]
     pub token_lifetime: Option<Duration>,
     /// Use this upstream for opaque tokens of clients that name no upstream.
     #[serde(default)]
@@ -269,11 +272,6 @@ fn default_userinfo_ttl() -> Duration {
     Duration::from_secs(300)
 }
 
-/// Claims we set ourselves; copying them from a subject token would let upstream data override
-/// our own decisions.
-const RESERVED_CLAIMS: &[&str] =
-    &["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "act", "may_act", "cnf"];
-
 /// A configuration value that cannot be used, with the key it sits under.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {reason}")]
@@ -309,149 +307,6 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Checks what types alone cannot say.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        let mut fail = |key: String, reason: &str| {
-            problems.push(InvalidSetting { key, reason: reason.into() });
-        };
-        check_issuer(&self.server.issuer, &mut fail);
-        if self.server.max_body_bytes < 1024 {
-            fail("server.max_body_bytes".into(), "must be at least 1024");
-        }
-        if self.server.workers == Some(0) {
-            fail("server.workers".into(), "must be at least 1");
-        }
-        if self.server.max_failed_client_auth_per_minute == 0 {
-            fail("server.max_failed_client_auth_per_minute".into(), "must be at least 1");
-        }
-        if !(self.storage.database_url.starts_with("sqlite:")
-            || self.storage.database_url.starts_with("postgres://")
-            || self.storage.database_url.starts_with("postgresql://"))
-        {
-            fail("storage.database_url".into(), "must start with sqlite: or postgres://");
-        }
-        if self.storage.max_connections == 0 {
-            fail("storage.max_connections".into(), "must be at least 1");
-        }
-        if self.tokens.ttl < Duration::from_secs(1) || self.tokens.ttl > Duration::from_secs(86_400) {
-            fail("tokens.ttl".into(), "must be between 1s and 24h, in whole seconds");
-        }
-        if self.tokens.default_audience.trim().is_empty() {
-            fail("tokens.default_audience".into(), "must not be empty");
-        }
-        for (i, claim) in self.tokens.claims.iter().enumerate() {
-            if RESERVED_CLAIMS.contains(&claim.as_str()) {
-                fail(format!("tokens.claims[{i}]"), "is set by token-exchange itself");
-            }
-        }
-        if self.keys.refresh_interval.is_zero() {
-            fail("keys.refresh_interval".into(), "must be greater than zero");
-        }
-        if self.keys.publish_ahead < JWKS_MAX_AGE + self.keys.refresh_interval {
-            fail("keys.publish_ahead".into(), "must be at least keys.refresh_interval plus the JWKS max-age (300s)");
-        }
-        if self.keys.rotate_every.is_some_and(|every| every <= self.keys.publish_ahead) {
-            fail("keys.rotate_every".into(), "must be longer than keys.publish_ahead");
-        }
-        if self.upstream_http.timeout.is_zero() {
-            fail("upstream_http.timeout".into(), "must be greater than zero");
-        }
-        if self.upstream_http.connect_timeout.is_zero() {
-            fail("upstream_http.connect_timeout".into(), "must be greater than zero");
-        }
-        if self.cache.max_ttl.is_zero() {
-            fail("cache.max_ttl".into(), "must be greater than zero");
-        }
-        if self.cache.redis_timeout.is_zero() {
-            fail("cache.redis_timeout".into(), "must be greater than zero");
-        }
-        if self.cache.max_entries == 0 {
-            fail("cache.max_entries".into(), "must be at least 1");
-        }
-        self.validate_upstreams(&mut fail);
-        self.validate_clients(&mut fail);
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
-    }
-
-    fn validate_upstreams(&self, fail: &mut impl FnMut(String, &str)) {
-        let mut defaults = 0;
-        for (i, upstream) in self.upstreams.iter().enumerate() {
-            let key = |field: &str| format!("upstreams[{i}].{field}");
-            if self.upstreams[..i].iter().any(|u| u.name == upstream.name) {
-                fail(key("name"), "is used by another upstream");
-            }
-            if self.upstreams[..i].iter().any(|u| u.issuer == upstream.issuer) {
-                fail(key("issuer"), "is used by another upstream");
-            }
-            match Url::parse(&upstream.issuer) {
-                Ok(url) if !is_secure(&url) => fail(key("issuer"), "must use https (plain http only on loopback)"),
-                Ok(_) => {}
-                Err(_) => fail(key("issuer"), "must be an absolute URL"),
-            }
-            let endpoints = [
-                ("jwks_uri", &upstream.jwks_uri),
-                ("introspection_endpoint", &upstream.introspection_endpoint),
-                ("userinfo_endpoint", &upstream.userinfo_endpoint),
-            ];
-            for (field, url) in endpoints {
-                if url.as_ref().is_some_and(|url| !is_secure(url)) {
-                    fail(key(field), "must use https (plain http only on loopback)");
-                }
-            }
-            if upstream.algorithms.is_empty() {
-                fail(key("algorithms"), "must name at least one algorithm");
-            }
-            if upstream.algorithms.iter().any(|alg| is_symmetric(*alg)) {
-                fail(key("algorithms"), "HMAC algorithms are not accepted from an upstream");
-            }
-            let validates_jwts = upstream.introspection_endpoint.is_none() && upstream.userinfo_endpoint.is_none();
-            if validates_jwts && upstream.audiences.is_empty() {
-                fail(key("audiences"), "must name at least one accepted audience");
-            }
-            if upstream.introspection_endpoint.is_some()
-                && (upstream.client_id.is_none() || upstream.client_secret.is_none())
-            {
-                fail(key("client_id"), "introspection needs client_id and client_secret");
-            }
-            if upstream.userinfo_ttl.is_zero() {
-                fail(key("userinfo_ttl"), "must be greater than zero");
-            }
-            if upstream.default_for_opaque {
-                defaults += 1;
-            }
-        }
-        if defaults > 1 {
-            fail("upstreams".into(), "at most one upstream may set default_for_opaque");
-        }
-    }
-
-    fn validate_clients(&self, fail: &mut impl FnMut(String, &str)) {
-        for (i, client) in self.clients.iter().enumerate() {
-            let key = |field: &str| format!("clients[{i}].{field}");
-            if client.client_id.is_empty() {
-                fail(key("client_id"), "must not be empty");
-            }
-            if self.clients[..i].iter().any(|c| c.client_id == client.client_id) {
-                fail(key("client_id"), "is used by another client");
-            }
-            if argon2::PasswordHash::new(&client.secret_hash).is_err() || !client.secret_hash.starts_with("$argon2id$")
-            {
-                fail(key("secret_hash"), "must be an argon2id PHC string (token-exchange hash-secret)");
-            }
-            if let Some(name) = &client.upstream
-                && !self.upstreams.iter().any(|u| &u.name == name)
-            {
-                fail(key("upstream"), "names no configured upstream");
-            }
-            for scope in &client.scopes {
-                if crate::oauth::ScopeToken::parse(scope).is_none() {
-                    fail(key("scopes"), "holds a value that is not a valid scope token");
-                }
-            }
-        }
-    }
-
     /// Key rotation timing: a replaced key stays published for the longest token lifetime
     /// plus the time verifiers may cache the JWKS and the time replicas take to notice.
     pub fn rotation_policy(&self) -> crate::keys::RotationPolicy {
@@ -462,68 +317,5 @@ impl Settings {
             rotate_every: self.keys.rotate_every.map(secs),
             token_ttl: secs(self.tokens.ttl),
         }
-    }
-}
-
-fn check_issuer(issuer: &str, fail: &mut impl FnMut(String, &str)) {
-    match Url::parse(issuer) {
-        Ok(url) if url.scheme() != "https" => fail("server.issuer".into(), "must use https (RFC 8414 §2)"),
-        Ok(url) if url.query().is_some() || url.fragment().is_some() => {
-            fail("server.issuer".into(), "must have no query or fragment (RFC 8414 §2)")
-        }
-        Ok(_) if issuer.ends_with('/') => fail("server.issuer".into(), "must not end with '/'"),
-        Ok(_) => {}
-        Err(_) => fail("server.issuer".into(), "must be an absolute https URL"),
-    }
-}
-
-/// Tokens and client secrets cross this connection: TLS, except to this very machine.
-fn is_secure(url: &Url) -> bool {
-    let loopback = match url.host() {
-        Some(url::Host::Domain(name)) => name == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    url.scheme() == "https" || (url.scheme() == "http" && loopback)
-}
-
-fn is_symmetric(alg: Algorithm) -> bool {
-    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
-
-/// Durations written as `"5m"`, `"30s"`, `"1h 30m"` or a whole number of seconds.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Seconds(u64),
-        Text(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        match Written::deserialize(deserializer)? {
-            Written::Seconds(secs) => Ok(Duration::from_secs(secs)),
-            Written::Text(text) => match text.trim().parse::<u64>() {
-                Ok(secs) => Ok(Duration::from_secs(secs)),
-                Err(_) => humantime::parse_duration(text.trim())
-                    .map_err(|e| D::Error::custom(format!("`{text}` is not a duration like \"30s\" or \"5m\": {e}"))),
-            },
-        }
-    }
-}
-
-/// An optional [`duration`].
-pub mod optional_duration {
-    use std::time::Duration;
-
-    use serde::Deserializer;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        super::duration::deserialize(deserializer).map(Some)
     }
 }
