@@ -54,9 +54,9 @@ impl Application {
             keys.clone(),
             settings.server.issuer.clone(),
             &settings.tokens,
-            clock,
+            clock.clone(),
         );
-        let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings), true);
+        let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings));
         let state = web::Data::new(AppState {
             clients,
             exchange,
@@ -66,6 +66,7 @@ impl Application {
             database: database.clone(),
             metadata,
             max_body_bytes: settings.server.max_body_bytes,
+            clock,
         });
 
         let listener = TcpListener::bind(settings.server.listen)

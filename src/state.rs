@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::cache::IdentityResolver;
 use crate::clients::ClientRegistry;
+use crate::clock::SharedClock;
 use crate::exchange::ExchangeService;
 use crate::keys::KeyRing;
 use crate::oauth::ServerMetadata;
@@ -20,4 +21,5 @@ pub struct AppState {
     pub database: Database,
     pub metadata: ServerMetadata,
     pub max_body_bytes: usize,
+    pub clock: SharedClock,
 }

@@ -39,6 +39,9 @@ pub async fn access_log(
     request: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return next.call(request).await;
+    }
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.path().to_owned();

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixTime;
-use crate::subject::{TokenDigest, ValidatedIdentity};
+use crate::subject::{TokenDigest, ValidatedIdentity, hex};
 use crate::upstream::ValidationError;
 
 /// Which entry a token has: the SHA-256 of the token under the upstream that judged it.
@@ -16,8 +16,12 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    pub fn new(upstream: &str, digest: TokenDigest) -> Self {
+    pub fn new(upstream: impl Into<Arc<str>>, digest: TokenDigest) -> Self {
         Self { upstream: upstream.into(), digest }
+    }
+
+    pub fn digest(&self) -> &TokenDigest {
+        &self.digest
     }
 
     /// `upstream:hex-digest`, the form used in Redis keys and invalidation messages.
@@ -104,7 +108,7 @@ pub enum Invalidation {
 
 /// Subjects are personal data: indexes and messages carry their digest only.
 pub fn subject_digest(subject: &str) -> String {
-    Sha256::digest(subject.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(subject.as_bytes()))
 }
 
 pub fn is_entry_of_subject(entry: &CacheEntry, issuer: Option<&str>, subject_digest_hex: &str) -> bool {

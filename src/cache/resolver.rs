@@ -54,7 +54,7 @@ impl IdentityResolver {
     ) -> Result<ValidatedIdentity, ValidationError> {
         let route = self.upstreams.route(token, bound_upstream)?;
         let digest = token.digest();
-        let key = CacheKey::new(route.upstream_name(), digest);
+        let key = CacheKey::new(route.upstream_name().clone(), digest);
         if self.is_revoked_locally(&digest, now).await {
             return Err(revoked());
         }
@@ -159,7 +159,8 @@ impl IdentityResolver {
     /// revocation could not be shared, so the caller can try again.
     pub async fn revoke(&self, token: &SubjectToken, now: UnixTime) -> Result<(), CacheError> {
         let digest = token.digest();
-        let keys: Vec<CacheKey> = self.upstreams.names().iter().map(|name| CacheKey::new(name, digest)).collect();
+        let keys: Vec<CacheKey> =
+            self.upstreams.names().iter().map(|name| CacheKey::new(name.as_str(), digest)).collect();
         let mut until = now + self.policy.max_ttl;
         for key in &keys {
             if let Some(exp) =

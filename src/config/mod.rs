@@ -153,7 +153,7 @@ pub struct UpstreamSettings {
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<crate::oauth::ClientSecret>,
     #[serde(default)]
     pub client_auth_method: UpstreamClientAuth,
     /// How long a userinfo answer is trusted when nothing says when the token expires.

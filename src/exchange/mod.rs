@@ -62,11 +62,6 @@ impl ExchangeService {
         }
     }
 
-    /// The current time, for use cases that share this service's clock.
-    pub fn now(&self) -> UnixTime {
-        self.clock.now()
-    }
-
     #[tracing::instrument(name = "exchange", skip_all, fields(
         client_id = %client.client_id,
         subject = %request.subject.token.digest().fingerprint(),

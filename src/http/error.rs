@@ -1,5 +1,5 @@
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::oauth::OAuthError;
@@ -14,8 +14,7 @@ impl ResponseError for OAuthError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((CACHE_CONTROL, "no-store")).insert_header((PRAGMA, "no-cache"));
+        let mut response = super::no_store(HttpResponse::build(self.status_code()));
         if let Some(challenge) = self.challenge(REALM) {
             response.insert_header((WWW_AUTHENTICATE, challenge));
         }

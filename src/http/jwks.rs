@@ -16,5 +16,5 @@ use crate::state::AppState;
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, format!("public, max-age={}", JWKS_MAX_AGE.as_secs())))
-        .json(state.keys.jwks(state.exchange.now()))
+        .json(state.keys.jwks(state.clock.now()))
 }

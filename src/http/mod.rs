@@ -1,5 +1,7 @@
 //! Thin HTTP adapters: extract, convert to domain types, call one use case, map the result.
 
+mod admin;
+mod client_auth;
 mod docs;
 mod error;
 mod form;
@@ -10,7 +12,8 @@ mod metrics;
 mod revoke;
 mod token;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::{CACHE_CONTROL, PRAGMA};
+use actix_web::{HttpResponse, HttpResponseBuilder, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use docs::{ApiDoc, openapi};
@@ -20,7 +23,7 @@ pub fn routes(config: &mut ServiceConfig) {
     config
         .service(token::token)
         .service(revoke::revoke)
-        .service(revoke::purge)
+        .service(admin::purge)
         .service(jwks::jwks)
         .service(metadata::metadata)
         .service(health::healthz)
@@ -48,6 +51,12 @@ async fn method_not_allowed(allowed: &'static str) -> HttpResponse {
         error: "invalid_request".into(),
         error_description: Some(format!("use {allowed}")),
     })
+}
+
+/// RFC 6749 §5.1: responses that carry tokens, or answer about them, are never cached.
+fn no_store(mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
+    builder.insert_header((CACHE_CONTROL, "no-store")).insert_header((PRAGMA, "no-cache"));
+    builder
 }
 
 pub async fn not_found() -> HttpResponse {

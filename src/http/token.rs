@@ -1,10 +1,10 @@
-use actix_web::http::header::{CACHE_CONTROL, PRAGMA};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::client_auth::authenticated_client;
 use super::form::read_form;
-use super::revoke::authenticated_client;
+use super::no_store;
 use crate::exchange::IssuedToken;
 use crate::oauth::{ErrorResponse, ExchangeRequest, OAuthError, TokenResponse};
 use crate::state::AppState;
@@ -96,10 +96,4 @@ fn token_response(issued: IssuedToken) -> TokenResponse {
         expires_in: issued.expires_in,
         scope: (!issued.scope.is_empty()).then(|| issued.scope.to_wire()),
     }
-}
-
-/// RFC 6749 §5.1: token responses must not be cached.
-fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
-    builder.insert_header((CACHE_CONTROL, "no-store")).insert_header((PRAGMA, "no-cache"));
-    builder
 }

@@ -21,8 +21,9 @@ impl AuthMethod {
     }
 }
 
-/// A client secret as presented; never printed.
-#[derive(Clone)]
+/// A client secret, presented to us or configured for an upstream; never printed.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ClientSecret(String);
 
 impl ClientSecret {

@@ -95,17 +95,10 @@ impl OAuthError {
         }
     }
 
-    /// The `WWW-Authenticate` challenge owed with a 401 (RFC 6749 §5.2).
+    /// The `WWW-Authenticate` challenge owed with a 401 (RFC 6749 §5.2). Both methods we
+    /// accept are password methods, so the challenge is always Basic.
     pub fn challenge(&self, realm: &str) -> Option<String> {
-        match self {
-            Self::InvalidClient { attempted, .. } => {
-                let scheme = match attempted {
-                    Some(AuthMethod::ClientSecretPost) | Some(AuthMethod::ClientSecretBasic) | None => "Basic",
-                };
-                Some(format!("{scheme} realm=\"{realm}\""))
-            }
-            _ => None,
-        }
+        matches!(self, Self::InvalidClient { .. }).then(|| format!("Basic realm=\"{realm}\""))
     }
 
     pub fn to_response(&self) -> ErrorResponse {

@@ -25,8 +25,15 @@ const MAX_PARAMETERS: usize = 100;
 
 /// A decoded `application/x-www-form-urlencoded` body. Parameters sent without a value count as
 /// omitted (RFC 6749 §3.2); unknown parameters are kept but never looked at.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FormParams(Vec<(String, String)>);
+
+/// Parameter names only: the values include tokens and client secrets.
+impl std::fmt::Debug for FormParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
+}
 
 impl FormParams {
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {

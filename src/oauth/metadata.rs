@@ -14,17 +14,15 @@ pub struct ServerMetadata {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scopes_supported: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revocation_endpoint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
+    pub revocation_endpoint: String,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub service_documentation: String,
     #[serde(skip)]
     issuer_path: String,
 }
 
 impl ServerMetadata {
-    pub fn new(issuer: &str, scopes: Vec<String>, with_revocation: bool) -> Self {
+    pub fn new(issuer: &str, scopes: Vec<String>) -> Self {
         let auth_methods =
             || [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost].map(|m| m.as_str().to_owned()).to_vec();
         let issuer_path =
@@ -36,8 +34,8 @@ impl ServerMetadata {
             grant_types_supported: vec![GRANT_TYPE_TOKEN_EXCHANGE.to_owned()],
             token_endpoint_auth_methods_supported: auth_methods(),
             scopes_supported: scopes,
-            revocation_endpoint: with_revocation.then(|| format!("{issuer}/revoke")),
-            revocation_endpoint_auth_methods_supported: with_revocation.then(auth_methods),
+            revocation_endpoint: format!("{issuer}/revoke"),
+            revocation_endpoint_auth_methods_supported: auth_methods(),
             service_documentation: format!("{issuer}/swagger-ui/"),
             issuer_path,
         }

@@ -5,4 +5,4 @@ mod identity;
 mod token;
 
 pub use identity::{ALWAYS_RETAINED_CLAIMS, ValidatedIdentity, retain_claims, scopes_from_claims};
-pub use token::{SubjectToken, TokenDigest};
+pub use token::{SubjectToken, TokenDigest, hex};

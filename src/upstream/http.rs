@@ -107,7 +107,9 @@ impl UpstreamHttp {
             Err(HttpFailure::Body(_)) => "bad_body".to_owned(),
         };
         crate::metrics::upstream_request(call.upstream, call.kind, status, started.elapsed());
-        serde_json::from_slice(&result?).map_err(|e| HttpFailure::Body(e.to_string()))
+        // serde's message can quote the body; only its category goes into errors and logs.
+        serde_json::from_slice(&result?)
+            .map_err(|e| HttpFailure::Body(format!("not the expected JSON ({:?})", e.classify())))
     }
 
     async fn fetch_body(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpFailure> {

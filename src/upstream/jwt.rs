@@ -13,7 +13,7 @@ use crate::subject::{SubjectToken, ValidatedIdentity, retain_claims, scopes_from
 
 /// An upstream whose tokens are JWTs we verify ourselves.
 pub struct JwtUpstream {
-    name: String,
+    name: Arc<str>,
     issuer: String,
     audiences: Vec<String>,
     algorithms: Vec<jsonwebtoken::Algorithm>,
@@ -44,7 +44,7 @@ impl JwtUpstream {
             seconds(settings.jwks_refetch_cooldown),
         );
         Self {
-            name: settings.name.clone(),
+            name: settings.name.as_str().into(),
             issuer: settings.issuer.clone(),
             audiences: settings.audiences.clone(),
             algorithms: settings.algorithms.clone(),
@@ -54,7 +54,7 @@ impl JwtUpstream {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &Arc<str> {
         &self.name
     }
 
@@ -107,7 +107,7 @@ impl JwtUpstream {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ValidationError::rejected("sub is missing"))?;
         Ok(ValidatedIdentity {
-            upstream: self.name.clone(),
+            upstream: self.name.to_string(),
             issuer: self.issuer.clone(),
             subject: subject.to_owned(),
             expires_at: numeric_date(&claims, "exp"),

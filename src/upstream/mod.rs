@@ -62,7 +62,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub fn upstream_name(&self) -> &str {
+    pub fn upstream_name(&self) -> &Arc<str> {
         match self {
             Self::Jwt(upstream) => upstream.name(),
             Self::Opaque(upstream) => upstream.name(),
@@ -104,7 +104,7 @@ impl Upstreams {
         Self {
             by_issuer,
             default_opaque: opaque.iter().find(|(default, _)| *default).map(|(_, u)| u.clone()),
-            opaque_by_name: opaque.into_iter().map(|(_, u)| (u.name().to_owned(), u)).collect(),
+            opaque_by_name: opaque.into_iter().map(|(_, u)| (u.name().to_string(), u)).collect(),
             names: settings.upstreams.iter().map(|u| u.name.clone()).collect(),
         }
     }

@@ -14,6 +14,7 @@ use url::Url;
 use super::{HttpFailure, UpstreamCall, UpstreamHttp, ValidationError, Vouched};
 use crate::clock::UnixTime;
 use crate::config::{UpstreamClientAuth, UpstreamSettings};
+use crate::oauth::ClientSecret;
 use crate::subject::{SubjectToken, ValidatedIdentity, retain_claims};
 
 /// Members of an introspection response beyond RFC 7662's own, kept for claim copying.
@@ -28,13 +29,13 @@ type IntrospectionResponse = StandardTokenIntrospectionResponse<ExtraMembers, Ba
 struct Introspection {
     endpoint: Url,
     client_id: String,
-    client_secret: String,
+    client_secret: ClientSecret,
     auth: UpstreamClientAuth,
 }
 
 /// An upstream that validates opaque tokens by asking the provider about each one.
 pub struct OpaqueUpstream {
-    name: String,
+    name: Arc<str>,
     issuer: String,
     introspection: Option<Introspection>,
     userinfo: Option<Url>,
@@ -63,7 +64,7 @@ impl OpaqueUpstream {
             return None;
         }
         Some(Self {
-            name: settings.name.clone(),
+            name: settings.name.as_str().into(),
             issuer: settings.issuer.clone(),
             introspection,
             userinfo: settings.userinfo_endpoint.clone(),
@@ -76,7 +77,7 @@ impl OpaqueUpstream {
         })
     }
 
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &Arc<str> {
         &self.name
     }
 
@@ -93,7 +94,7 @@ impl OpaqueUpstream {
         let unknown_expiry = known.expires_at.is_none();
         Ok(Vouched {
             identity: ValidatedIdentity {
-                upstream: self.name.clone(),
+                upstream: self.name.to_string(),
                 issuer: known.issuer.unwrap_or_else(|| self.issuer.clone()),
                 subject,
                 expires_at: known.expires_at,
@@ -116,12 +117,14 @@ impl OpaqueUpstream {
         let mut request = self.http.client().post(introspection.endpoint.clone()).header("Accept", "application/json");
         match introspection.auth {
             UpstreamClientAuth::ClientSecretBasic => {
-                request =
-                    request.header("Authorization", basic(&introspection.client_id, &introspection.client_secret));
+                request = request.header(
+                    "Authorization",
+                    basic(&introspection.client_id, introspection.client_secret.expose_secret()),
+                );
             }
             UpstreamClientAuth::ClientSecretPost => {
                 form.push(("client_id", &introspection.client_id));
-                form.push(("client_secret", &introspection.client_secret));
+                form.push(("client_secret", introspection.client_secret.expose_secret()));
             }
         }
         let call = UpstreamCall { upstream: &self.name, kind: "introspection" };

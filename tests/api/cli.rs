@@ -35,43 +35,42 @@ fn check_config_accepts_the_embedded_defaults_and_the_example_file() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
+/// Asserts that `args` with `env` exits 2 and names `key` on standard error.
+fn assert_refused_naming(args: &[&str], env: &[(&str, &str)], key: &str) {
+    let output = run(args, env, "");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains(key), "{}", stderr(&output));
+}
+
 #[test]
 fn an_invalid_value_exits_2_and_names_the_key() {
     let file = config_file("[tokens]\nttl = \"forever\"\n");
 
-    let output = run(&["check-config", "--config", file.path().to_str().unwrap()], &[], "");
-
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("tokens.ttl"), "{}", stderr(&output));
+    assert_refused_naming(&["check-config", "--config", file.path().to_str().unwrap()], &[], "tokens.ttl");
 }
 
 #[test]
 fn an_unknown_key_exits_2_and_names_it() {
     let file = config_file("[server]\ncolour = \"blue\"\n");
 
-    let output = run(&["check-config", "--config", file.path().to_str().unwrap()], &[], "");
-
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("colour"), "{}", stderr(&output));
+    assert_refused_naming(&["check-config", "--config", file.path().to_str().unwrap()], &[], "colour");
 }
 
 #[test]
 fn environment_variables_override_the_file() {
     let file = config_file("[tokens]\nttl = \"5m\"\n");
 
-    let output =
-        run(&["check-config", "--config", file.path().to_str().unwrap()], &[("TOKEN_EXCHANGE__TOKENS__TTL", "0s")], "");
-
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("tokens.ttl"), "{}", stderr(&output));
+    let args = ["check-config", "--config", file.path().to_str().unwrap()];
+    assert_refused_naming(&args, &[("TOKEN_EXCHANGE__TOKENS__TTL", "0s")], "tokens.ttl");
 }
 
 #[test]
 fn serve_refuses_to_start_on_an_invalid_configuration() {
-    let output = run(&["serve"], &[("TOKEN_EXCHANGE__SERVER__ISSUER", "http://not-https.example")], "");
-
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("server.issuer"), "{}", stderr(&output));
+    assert_refused_naming(
+        &["serve"],
+        &[("TOKEN_EXCHANGE__SERVER__ISSUER", "http://not-https.example")],
+        "server.issuer",
+    );
 }
 
 #[test]
