@@ -1,52 +1,81 @@
-//! Prometheus metrics. The `metrics` facade is process-global by design; this module is the
-//! only place that names a metric, so the set of series is visible in one screen.
+//! Prometheus metrics. Each application has its own recorder (nothing process-global), handed
+//! to the parts that count; this module is the only place that names a metric, so the set of
+//! series is visible in one screen.
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
-/// Installs the recorder once per process and returns the handle that renders it.
-pub fn install() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .clone()
+/// The recorder of one application. Cloning shares it.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
 }
 
-/// The outcome of one call to the token endpoint: `issued` or the OAuth error code. Only
-/// authenticated client ids become label values, so strangers cannot inflate the series.
-pub fn exchange(outcome: &'static str, client: Option<&str>) {
-    let client = client.unwrap_or("unauthenticated").to_owned();
-    metrics::counter!("token_exchange_exchanges_total", "outcome" => outcome, "client" => client).increment(1);
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// `tier` is `l1` (in process) or `l2` (Redis); `result` is `hit`, `negative_hit` or `miss`.
-pub fn cache_lookup(tier: &'static str, result: &'static str) {
-    metrics::counter!("token_exchange_cache_lookups_total", "tier" => tier, "result" => result).increment(1);
-}
+impl Metrics {
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS) {
+            Ok(with_buckets) => with_buckets,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        Self { recorder: Arc::new(builder.build_recorder()) }
+    }
 
-/// A request that waited for another request's upstream call for the same token.
-pub fn coalesced_wait() {
-    metrics::counter!("token_exchange_singleflight_waits_total").increment(1);
-}
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let handle = self.recorder.handle();
+        handle.run_upkeep();
+        handle.render()
+    }
 
-pub fn redis_error(operation: &'static str) {
-    metrics::counter!("token_exchange_redis_errors_total", "operation" => operation).increment(1);
-}
+    fn record(&self, count: impl FnOnce()) {
+        metrics::with_local_recorder(&*self.recorder, count);
+    }
 
-pub fn upstream_request(upstream: &str, kind: &'static str, status: String, elapsed: Duration) {
-    let upstream = upstream.to_owned();
-    metrics::counter!("token_exchange_upstream_requests_total", "upstream" => upstream.clone(), "kind" => kind, "status" => status)
-        .increment(1);
-    metrics::histogram!("token_exchange_upstream_request_duration_seconds", "upstream" => upstream, "kind" => kind)
-        .record(elapsed.as_secs_f64());
+    /// The outcome of one call to the token endpoint: `issued` or the OAuth error code. Only
+    /// authenticated client ids become label values, so strangers cannot inflate the series.
+    pub fn exchange(&self, outcome: &'static str, client: Option<&str>) {
+        let client = client.unwrap_or("unauthenticated").to_owned();
+        self.record(|| {
+            metrics::counter!("token_exchange_exchanges_total", "outcome" => outcome, "client" => client).increment(1);
+        });
+    }
+
+    /// `tier` is `l1` (in process) or `l2` (Redis); `result` is `hit`, `negative_hit` or `miss`.
+    pub fn cache_lookup(&self, tier: &'static str, result: &'static str) {
+        self.record(|| {
+            metrics::counter!("token_exchange_cache_lookups_total", "tier" => tier, "result" => result).increment(1);
+        });
+    }
+
+    /// A request that waited for another request's upstream call for the same token.
+    pub fn coalesced_wait(&self) {
+        self.record(|| metrics::counter!("token_exchange_singleflight_waits_total").increment(1));
+    }
+
+    pub fn redis_error(&self, operation: &'static str) {
+        self.record(|| {
+            metrics::counter!("token_exchange_redis_errors_total", "operation" => operation).increment(1);
+        });
+    }
+
+    pub fn upstream_request(&self, upstream: &str, kind: &'static str, status: String, elapsed: Duration) {
+        let upstream = upstream.to_owned();
+        self.record(|| {
+            metrics::counter!("token_exchange_upstream_requests_total", "upstream" => upstream.clone(), "kind" => kind, "status" => status)
+                .increment(1);
+            metrics::histogram!("token_exchange_upstream_request_duration_seconds", "upstream" => upstream, "kind" => kind)
+                .record(elapsed.as_secs_f64());
+        });
+    }
 }

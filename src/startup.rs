@@ -11,17 +11,19 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::cache::{CachePolicy, IdentityCache, IdentityResolver, MemoryCache, RedisCache};
+use crate::cache::{IdentityCache, MemoryCache, RedisCache};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::exchange::ExchangeService;
 use crate::http;
+use crate::identity::{IdentityService, Routes};
 use crate::keys::KeyRing;
+use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
 use crate::state::AppState;
 use crate::storage::Database;
-use crate::upstream::{UpstreamHttp, Upstreams};
+use crate::upstream::{JwtUpstream, OpaqueUpstream, UpstreamHttp};
 
 /// A built, listening, not yet running server.
 pub struct Application {
@@ -37,6 +39,7 @@ impl Application {
 
     /// Like [`Self::build`], with the time source injected (tests pin it).
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
         let database = Database::open(&settings.storage).await?;
         let keys = Arc::new(
             KeyRing::open(database.key_store(), settings.tokens.algorithm, settings.rotation_policy(), clock.now())
@@ -44,24 +47,20 @@ impl Application {
                 .context("loading signing keys")?,
         );
         tokio::spawn(maintain_keys(keys.clone(), clock.clone(), settings.keys.refresh_interval));
-        let http_client = Arc::new(UpstreamHttp::new(&settings.upstream_http).context("building the HTTP client")?);
-        let upstreams = Arc::new(Upstreams::from_settings(&settings, http_client));
-        let identities = Arc::new(identity_resolver(&settings, upstreams, clock.clone())?);
+        let http_client = Arc::new(
+            UpstreamHttp::new(&settings.upstream_http, metrics.clone()).context("building the HTTP client")?,
+        );
+        let routes = upstream_routes(&settings, &http_client);
+        let identities = Arc::new(identity_service(&settings, routes, clock.clone(), metrics.clone())?);
         let clients = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
             .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
-        let exchange = ExchangeService::new(
-            identities.clone(),
-            keys.clone(),
-            settings.server.issuer.clone(),
-            &settings.tokens,
-            clock.clone(),
-        );
+        let exchange = ExchangeService::new(identities.clone(), keys.clone(), settings.minting(), clock.clone());
         let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings));
         let state = web::Data::new(AppState {
             clients,
             exchange,
             identities,
-            metrics: crate::metrics::install(),
+            metrics,
             keys,
             database: database.clone(),
             metadata,
@@ -112,25 +111,42 @@ impl Application {
     }
 }
 
+/// Every upstream, as the routes tokens can take: JWT upstreams by issuer, opaque ones by name.
+fn upstream_routes(settings: &Settings, http: &Arc<UpstreamHttp>) -> Routes {
+    let claims = &settings.tokens.claims;
+    let jwt = settings
+        .upstreams
+        .iter()
+        .filter(|u| !u.audiences.is_empty())
+        .map(|u| Arc::new(JwtUpstream::new(u, claims, http.clone())))
+        .collect();
+    let opaque = settings
+        .upstreams
+        .iter()
+        .filter_map(|u| Some((Arc::new(OpaqueUpstream::from_settings(u, claims, http.clone())?), u.default_for_opaque)))
+        .collect();
+    Routes::new(jwt, opaque)
+}
+
 /// The in-process cache, backed by Redis when `cache.redis_url` is set; other replicas'
 /// invalidations are followed in the background.
-fn identity_resolver(
+fn identity_service(
     settings: &Settings,
-    upstreams: Arc<Upstreams>,
+    routes: Routes,
     clock: SharedClock,
-) -> anyhow::Result<IdentityResolver> {
-    let cache = &settings.cache;
-    let local = MemoryCache::new(cache.max_entries);
-    let shared: Option<Arc<dyn IdentityCache>> = match &cache.redis_url {
-        Some(url) => {
-            let redis = RedisCache::new(url, &cache.redis_prefix, cache.redis_timeout, cache.max_ttl)
-                .context("configuring the Redis cache")?;
-            tokio::spawn(RedisCache::follow_invalidations(url.clone(), redis.channel(), local.clone(), clock));
-            Some(Arc::new(redis))
+    metrics: Metrics,
+) -> anyhow::Result<IdentityService> {
+    let local = MemoryCache::new(settings.cache.max_entries);
+    let shared: Option<Arc<dyn IdentityCache>> = match settings.redis() {
+        Some(redis) => {
+            let cache =
+                RedisCache::new(&redis, clock.clone(), metrics.clone()).context("configuring the Redis cache")?;
+            tokio::spawn(RedisCache::follow_invalidations(redis.url, cache.channel(), local.clone(), clock));
+            Some(Arc::new(cache))
         }
         None => None,
     };
-    Ok(IdentityResolver::new(upstreams, local, shared, CachePolicy::from_settings(cache)))
+    Ok(IdentityService::new(routes, local, shared, settings.cache_policy(), metrics))
 }
 
 /// Graceful shutdown on SIGTERM or SIGINT: stop accepting, let in-flight requests finish.
@@ -154,12 +170,10 @@ fn stop_on_signal(handle: actix_web::dev::ServerHandle) -> std::io::Result<()> {
 /// Every replica reloads the key set on a timer, rotating when due, so all publish the same
 /// JWKS within one interval.
 async fn maintain_keys(keys: Arc<KeyRing>, clock: SharedClock, every: std::time::Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.tick().await;
     loop {
-        ticks.tick().await;
+        clock.sleep(every).await;
         if let Err(error) = keys.maintain(clock.now()).await {
-            tracing::warn!(%error, "key maintenance failed; serving the keys already loaded");
+            tracing::warn!(error = %crate::report::Chain(&error), "key maintenance failed; serving the keys already loaded");
         }
     }
 }

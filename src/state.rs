@@ -2,21 +2,20 @@
 
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::PrometheusHandle;
-
-use crate::cache::IdentityResolver;
 use crate::clients::ClientRegistry;
 use crate::clock::SharedClock;
 use crate::exchange::ExchangeService;
+use crate::identity::IdentityService;
 use crate::keys::KeyRing;
+use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
 use crate::storage::Database;
 
 pub struct AppState {
     pub clients: ClientRegistry,
     pub exchange: ExchangeService,
-    pub identities: Arc<IdentityResolver>,
-    pub metrics: Option<PrometheusHandle>,
+    pub identities: Arc<IdentityService>,
+    pub metrics: Metrics,
     pub keys: Arc<KeyRing>,
     pub database: Database,
     pub metadata: ServerMetadata,

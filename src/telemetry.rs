@@ -2,6 +2,10 @@
 //! `skip_all` so no token or secret enters a log line by accident.
 
 use clap::ValueEnum;
+
+use crate::clock::Stopwatch;
+use crate::oauth::OAuthError;
+use crate::report::Chain;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -34,25 +38,39 @@ pub fn init(format: LogFormat) {
 }
 
 /// One log line per request, inside tracing-actix-web's root span (which carries the request
-/// id). Only the path is logged, never the query string or a body.
+/// id), and the only place a failed request is logged: refusals at INFO with their OAuth code,
+/// server faults at ERROR with their whole cause. Only the path is logged, never the query
+/// string or a body.
 pub async fn access_log(
     request: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return next.call(request).await;
-    }
-    let started = std::time::Instant::now();
-    let method = request.method().clone();
-    let path = request.path().to_owned();
+    let started = Stopwatch::start();
     let response = next.call(request).await?;
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request completed"
-    );
+    let error = response.response().error().and_then(|e| e.as_error::<OAuthError>());
+    let is_fault = error.is_some_and(|e| e.status() >= 500);
+    if !(is_fault || tracing::enabled!(tracing::Level::INFO)) {
+        return Ok(response);
+    }
+    let (method, path) = (response.request().method(), response.request().path());
+    let status = response.status().as_u16();
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match error {
+        Some(error) if is_fault => tracing::error!(
+            %method, path, status, elapsed_us, error = error.code(), cause = %Chain(error), "request failed"
+        ),
+        Some(error) => tracing::info!(
+            %method,
+            path,
+            status,
+            elapsed_us,
+            error = error.code(),
+            error_description = %error.description(),
+            security_event = error.security_event(),
+            "request refused"
+        ),
+        None => tracing::info!(%method, path, status, elapsed_us, "request completed"),
+    }
     Ok(response)
 }
 
@@ -73,15 +91,20 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
             request_id = request_id.unwrap_or_default(),
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
-            exception.message = tracing::field::Empty,
-            exception.details = tracing::field::Empty,
         )
     }
 
+    /// Records the status on the span. Unlike the default builder it logs nothing: the access
+    /// log has already said everything about the request, once.
     fn on_request_end<B: actix_web::body::MessageBody>(
         span: tracing::Span,
         outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
     ) {
-        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+        let status = match outcome {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        span.record("http.status_code", status.as_u16());
+        span.record("otel.status_code", if status.is_server_error() { "ERROR" } else { "OK" });
     }
 }

@@ -1,11 +1,11 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixTime;
-use crate::subject::{TokenDigest, ValidatedIdentity, hex};
-use crate::upstream::ValidationError;
+use crate::vocabulary::{TokenDigest, ValidatedIdentity, ValidationError, hex};
 
 /// Which entry a token has: the SHA-256 of the token under the upstream that judged it.
 /// The same token routed to two upstreams has two independent verdicts.
@@ -20,18 +20,9 @@ impl CacheKey {
         Self { upstream: upstream.into(), digest }
     }
 
-    pub fn digest(&self) -> &TokenDigest {
-        &self.digest
-    }
-
     /// `upstream:hex-digest`, the form used in Redis keys and invalidation messages.
     pub fn to_wire(&self) -> String {
         format!("{}:{}", self.upstream, self.digest.to_hex())
-    }
-
-    pub fn from_wire(text: &str) -> Option<Self> {
-        let (upstream, hex) = text.rsplit_once(':')?;
-        Some(Self { upstream: upstream.into(), digest: TokenDigest::from_hex(hex)? })
     }
 }
 
@@ -72,8 +63,9 @@ impl CacheEntry {
         self.version == ENTRY_VERSION && now < self.valid_until && identity_alive
     }
 
-    pub fn seconds_left(&self, now: UnixTime) -> u64 {
-        u64::try_from(self.valid_until - now).unwrap_or(0)
+    /// How long the entry may still be kept; zero once it is past its deadline.
+    pub fn time_left(&self, now: UnixTime) -> Duration {
+        now.until(self.valid_until)
     }
 
     pub fn identity(&self) -> Option<&ValidatedIdentity> {

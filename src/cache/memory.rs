@@ -9,7 +9,7 @@ use moka::future::Cache;
 use super::entry::is_entry_of_subject;
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, subject_digest};
 use crate::clock::UnixTime;
-use crate::subject::TokenDigest;
+use crate::vocabulary::TokenDigest;
 
 /// An entry and how long the store keeps it, fixed when it is written.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ struct Stored {
 
 impl Stored {
     fn new(entry: CacheEntry, now: UnixTime) -> Self {
-        let keep_for = Duration::from_secs(entry.seconds_left(now));
+        let keep_for = entry.time_left(now);
         Self { entry: Arc::new(entry), keep_for }
     }
 }
@@ -128,7 +128,7 @@ impl IdentityCache for MemoryCache {
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
-        if entry.seconds_left(now) > 0 {
+        if !entry.time_left(now).is_zero() {
             self.insert(key.clone(), entry.clone(), now).await;
         }
         Ok(())
@@ -139,14 +139,12 @@ impl IdentityCache for MemoryCache {
         Ok(())
     }
 
-    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: i64) -> Result<UnixTime, CacheError> {
-        let keep = Duration::from_secs(u64::try_from(remember_for).unwrap_or(0));
-        Ok(self.first_seen.get_with(key.clone(), async move { (now, keep) }).await.0)
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration) -> Result<UnixTime, CacheError> {
+        Ok(self.first_seen.get_with(key.clone(), async move { (now, remember_for) }).await.0)
     }
 
     async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError> {
-        let keep = Duration::from_secs(u64::try_from(until - now).unwrap_or(0));
-        self.revoked.insert(*digest, (until, keep)).await;
+        self.revoked.insert(*digest, (until, now.until(until))).await;
         Ok(())
     }
 

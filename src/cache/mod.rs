@@ -1,27 +1,29 @@
-//! The identity cache: what upstreams vouched for, keyed by a digest of the token, kept no
-//! longer than the token lives. One trait, [`IdentityCache`], with an in-process
-//! implementation (the default, and L1) and a Redis one (L2, shared by replicas);
-//! [`IdentityResolver`] layers them, coalesces concurrent misses and asks the upstream.
+//! Storage for verdicts on tokens: what upstreams vouched for, keyed by a digest of the token,
+//! kept no longer than the token lives. One trait, [`IdentityCache`], with an in-process
+//! implementation (the default, and L1) and a Redis one (L2, shared by replicas). Deciding
+//! what to store, and for how long, is `identity`'s business.
 
 mod entry;
 mod memory;
 mod redis;
-mod resolver;
 
 use async_trait::async_trait;
 
-pub use entry::{CacheEntry, CacheKey, Invalidation, Verdict, is_entry_of_subject, subject_digest};
+use std::time::Duration;
+
+pub use entry::{CacheEntry, CacheKey, Invalidation, Verdict, subject_digest};
 pub use memory::MemoryCache;
-pub use redis::RedisCache;
-pub use resolver::{CachePolicy, IdentityResolver};
+pub use redis::{BACKOFF, RedisCache, RedisSettings};
 
 use crate::clock::UnixTime;
-use crate::subject::TokenDigest;
+use crate::vocabulary::TokenDigest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache backend unavailable: {0}")]
     Unavailable(String),
+    #[error("Redis call failed")]
+    Redis(#[source] ::redis::RedisError),
 }
 
 /// A store of cache entries. Entries are written with their own deadline
@@ -38,8 +40,9 @@ pub trait IdentityCache: Send + Sync {
     async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError>;
 
     /// When the token behind `key` was first seen: `now` unless recorded earlier, remembered
-    /// for `remember_for` seconds.
-    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: i64) -> Result<UnixTime, CacheError>;
+    /// for `remember_for`.
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration)
+    -> Result<UnixTime, CacheError>;
 
     /// Records that the token with `digest` is revoked until `until`. Kept apart from the
     /// entries, so no cache write, however late, can undo it.

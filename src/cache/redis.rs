@@ -1,5 +1,5 @@
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, Runtime};
@@ -8,7 +8,8 @@ use futures_util::StreamExt as _;
 use super::entry::is_entry_of_subject;
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
 use crate::clock::{Clock, SharedClock, UnixTime};
-use crate::subject::TokenDigest;
+use crate::metrics::Metrics;
+use crate::vocabulary::TokenDigest;
 
 enum Query {
     Command(redis::Cmd),
@@ -21,7 +22,18 @@ fn command(name: &str) -> redis::Cmd {
 
 /// After a failed call, Redis is skipped for this long so requests do not each wait out a
 /// timeout; the next call after it tries again, which is how reconnection happens.
-const BACKOFF: Duration = Duration::from_secs(2);
+pub const BACKOFF: Duration = Duration::from_secs(2);
+
+/// Where the shared cache lives and how long we wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    pub prefix: String,
+    /// Bound on every call; past it, the call counts as failed.
+    pub timeout: Duration,
+    /// How long a subject's index of keys is kept (the longest an entry lives).
+    pub index_ttl: Duration,
+}
 
 /// The shared L2 cache in Redis: `{prefix}:v1:id:{upstream}:{sha256}` holds a versioned JSON
 /// entry, `{prefix}:v1:seen:…` the first sighting of a token, `{prefix}:v1:sub:{sha256(sub)}`
@@ -31,16 +43,19 @@ pub struct RedisCache {
     pool: Pool,
     prefix: String,
     timeout: Duration,
-    index_ttl: u64,
-    started: Instant,
-    skip_until_ms: AtomicI64,
+    index_ttl: Duration,
+    clock: SharedClock,
+    metrics: Metrics,
+    /// Unix second before which Redis is not asked (the backoff after a failure).
+    skip_until: AtomicI64,
 }
 
 impl RedisCache {
     /// Builds the pool; no connection is made until first use, so a Redis that is down at
     /// startup only degrades the cache.
-    pub fn new(url: &str, prefix: &str, timeout: Duration, max_ttl: Duration) -> Result<Self, CacheError> {
-        let pool = Config::from_url(url)
+    pub fn new(settings: &RedisSettings, clock: SharedClock, metrics: Metrics) -> Result<Self, CacheError> {
+        let timeout = settings.timeout;
+        let pool = Config::from_url(&settings.url)
             .builder()
             .map_err(|e| CacheError::Unavailable(e.to_string()))?
             .max_size(32)
@@ -52,11 +67,12 @@ impl RedisCache {
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
         Ok(Self {
             pool,
-            prefix: prefix.to_owned(),
+            prefix: settings.prefix.clone(),
             timeout,
-            index_ttl: max_ttl.as_secs().max(1),
-            started: Instant::now(),
-            skip_until_ms: AtomicI64::new(0),
+            index_ttl: settings.index_ttl.max(Duration::from_secs(1)),
+            clock,
+            metrics,
+            skip_until: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -80,13 +96,9 @@ impl RedisCache {
         format!("{}:v1:invalidate", self.prefix)
     }
 
-    fn elapsed_ms(&self) -> i64 {
-        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
-    }
-
     /// Runs one command or pipeline within the timeout, skipping Redis during a backoff.
     async fn run<T: redis::FromRedisValue>(&self, operation: &'static str, query: Query) -> Result<T, CacheError> {
-        if self.elapsed_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+        if self.clock.now().as_secs() < self.skip_until.load(Ordering::Relaxed) {
             return Err(CacheError::Unavailable("backing off after a Redis failure".into()));
         }
         let attempt = async {
@@ -95,17 +107,16 @@ impl RedisCache {
                 Query::Command(command) => command.query_async(&mut connection).await,
                 Query::Pipeline(pipeline) => pipeline.query_async(&mut connection).await,
             };
-            reply.map_err(|e| CacheError::Unavailable(e.to_string()))
+            reply.map_err(CacheError::Redis)
         };
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(CacheError::Unavailable("Redis timed out".into())),
         };
         if let Err(error) = &result {
-            crate::metrics::redis_error(operation);
-            let backoff_ms = i64::try_from(BACKOFF.as_millis()).unwrap_or(i64::MAX);
-            self.skip_until_ms.store(self.elapsed_ms() + backoff_ms, Ordering::Relaxed);
-            tracing::warn!(operation, %error, "Redis call failed; using the in-process cache alone for now");
+            self.metrics.redis_error(operation);
+            self.skip_until.store((self.clock.now() + BACKOFF).as_secs(), Ordering::Relaxed);
+            tracing::warn!(operation, error = %crate::report::Chain(error), "Redis call failed; using the in-process cache alone for now");
         }
         result
     }
@@ -117,7 +128,7 @@ impl RedisCache {
             if let Err(error) = Self::subscribe_once(&url, &channel, &local, &*clock).await {
                 tracing::warn!(%error, "Redis invalidation channel lost; reconnecting");
             }
-            tokio::time::sleep(BACKOFF).await;
+            clock.sleep(BACKOFF).await;
         }
     }
 
@@ -159,7 +170,7 @@ impl IdentityCache for RedisCache {
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
-        let ttl = entry.seconds_left(now);
+        let ttl = entry.time_left(now).as_secs();
         if ttl == 0 {
             return Ok(());
         }
@@ -170,7 +181,7 @@ impl IdentityCache for RedisCache {
         pipe.set_ex(&redis_key, value, ttl).ignore();
         if let Some(index) = &index {
             pipe.sadd(index, &redis_key).ignore();
-            pipe.expire(index, i64::try_from(self.index_ttl).unwrap_or(i64::MAX)).ignore();
+            pipe.expire(index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)).ignore();
         }
         self.run("put", Query::Pipeline(pipe)).await
     }
@@ -180,25 +191,25 @@ impl IdentityCache for RedisCache {
         self.run("remove", Query::Command(command("DEL").arg(&redis_keys).clone())).await
     }
 
-    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: i64) -> Result<UnixTime, CacheError> {
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration) -> Result<UnixTime, CacheError> {
         let redis_key = self.seen_key(key);
-        let remember = u64::try_from(remember_for).unwrap_or(1).max(1);
+        let remember = remember_for.as_secs().max(1);
         // SET NX GET: records `now` unless a sighting exists, and returns the earlier one.
-        let set = command("SET").arg(&redis_key).arg(now).arg("NX").arg("GET").arg("EX").arg(remember).clone();
+        let set = command("SET").arg(&redis_key).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
         let earlier: Option<i64> = self.run("first_seen", Query::Command(set)).await?;
-        Ok(earlier.unwrap_or(now))
+        Ok(earlier.map_or(now, UnixTime::from_secs))
     }
 
     async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError> {
-        let seconds = u64::try_from(until - now).unwrap_or(0).max(1);
-        let set = command("SET").arg(self.revoked_key(digest)).arg(until).arg("EX").arg(seconds).clone();
+        let seconds = now.until(until).as_secs().max(1);
+        let set = command("SET").arg(self.revoked_key(digest)).arg(until.as_secs()).arg("EX").arg(seconds).clone();
         self.run("revoke", Query::Command(set)).await
     }
 
     async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError> {
         let until: Option<i64> =
             self.run("is_revoked", Query::Command(command("GET").arg(self.revoked_key(digest)).clone())).await?;
-        Ok(until.is_some_and(|until| until > now))
+        Ok(until.is_some_and(|until| UnixTime::from_secs(until) > now))
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {

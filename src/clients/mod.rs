@@ -9,9 +9,31 @@ use std::time::Duration;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use aws_lc_rs::{hmac, rand};
+use serde::Deserialize;
 
-use crate::config::ClientSettings;
-use crate::oauth::{ClientCredentials, ClientSecret, OAuthError, ScopeSet};
+use crate::oauth::{ClientCredentials, OAuthError};
+use crate::vocabulary::{Audience, ClientSecret, ScopeSet};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub client_id: String,
+    /// argon2id PHC string, as printed by `token-exchange hash-secret`.
+    pub secret_hash: String,
+    /// Audiences and resource URIs this client may request tokens for.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Scopes this client may obtain (never more than the subject token holds).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// May call the admin endpoints (`POST /admin/purge`).
+    #[serde(default)]
+    pub admin: bool,
+    /// The upstream this client is bound to: it validates the client's opaque subject tokens,
+    /// and subject tokens from any other upstream are refused with `unauthorized_client`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
 
 /// A client allowed to call us, and what it may ask for.
 #[derive(Debug)]
@@ -36,8 +58,8 @@ impl RegisteredClient {
         }
     }
 
-    pub fn may_address(&self, audience: &str) -> bool {
-        self.audiences.contains(audience)
+    pub fn may_address(&self, audience: &Audience) -> bool {
+        self.audiences.contains(audience.as_str())
     }
 }
 
@@ -87,22 +109,18 @@ impl ClientRegistry {
         let registered = (credentials.client_id.len() <= MAX_CLIENT_ID_BYTES)
             .then(|| self.clients.get(&credentials.client_id))
             .flatten();
+        // Unknown ids are not counted: the count would grow with what strangers send.
         let Some(client) = registered else {
-            // Unknown ids are neither counted nor logged: both would grow with what strangers send.
-            tracing::warn!(security_event = "client_auth_failed", "unknown client");
             return Err(rejected());
         };
         match self.secret_matches(client, credentials).await {
             Ok(true) => Ok(client.clone()),
-            Ok(false) => {
-                tracing::warn!(security_event = "client_auth_failed", client_id = %client.client_id, "wrong client secret");
-                Err(rejected())
-            }
-            Err(VerifyError::LockedOut) => {
-                tracing::warn!(security_event = "client_locked_out", client_id = %client.client_id, "client locked out");
-                Err(OAuthError::TooManyAttempts { retry_after_secs: LOCKOUT_WINDOW.as_secs() })
-            }
-            Err(VerifyError::Busy) => Err(OAuthError::unavailable("too many client authentications at once", Some(1))),
+            Ok(false) => Err(rejected()),
+            Err(VerifyError::LockedOut) => Err(OAuthError::TooManyAttempts { retry_after: LOCKOUT_WINDOW }),
+            Err(VerifyError::Busy) => Err(OAuthError::unavailable(
+                "too many client authentications at once",
+                Some(Duration::from_secs(1)),
+            )),
         }
     }
 

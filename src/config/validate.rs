@@ -5,7 +5,8 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::{ConfigError, InvalidSetting, JWKS_MAX_AGE, Settings};
+use super::{ConfigError, InvalidSetting, Settings};
+use crate::keys::JWKS_MAX_AGE;
 
 /// Claims we set ourselves; copying them from a subject token would let upstream data override
 /// our own decisions.
@@ -149,7 +150,7 @@ impl Settings {
                 fail(key("upstream"), "names no configured upstream");
             }
             for scope in &client.scopes {
-                if crate::oauth::ScopeToken::parse(scope).is_none() {
+                if crate::vocabulary::ScopeToken::parse(scope).is_none() {
                     fail(key("scopes"), "holds a value that is not a valid scope token");
                 }
             }

@@ -1,14 +1,13 @@
 use serde_json::{Map, Value, json};
 
 use crate::clock::UnixTime;
-use crate::oauth::ScopeSet;
-use crate::subject::ValidatedIdentity;
+use crate::vocabulary::{Audience, ScopeSet, ValidatedIdentity};
 
 /// Claims of a minted access token (RFC 9068 §2.2, RFC 8693 §4).
 pub struct MintedClaims<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
-    pub audience: &'a [String],
+    pub audience: &'a [Audience],
     pub scope: &'a ScopeSet,
     pub subject: &'a ValidatedIdentity,
     pub actor: Option<&'a ValidatedIdentity>,
@@ -27,15 +26,15 @@ impl MintedClaims<'_> {
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         let aud = match self.audience {
-            [single] => json!(single),
-            many => json!(many),
+            [single] => json!(single.as_str()),
+            many => json!(many.iter().map(Audience::as_str).collect::<Vec<_>>()),
         };
         let reserved = [
             ("iss", json!(self.issuer)),
             ("sub", json!(self.subject.subject)),
             ("aud", aud),
-            ("exp", json!(self.expires_at)),
-            ("iat", json!(self.issued_at)),
+            ("exp", json!(self.expires_at.as_secs())),
+            ("iat", json!(self.issued_at.as_secs())),
             ("jti", json!(uuid::Uuid::new_v4().to_string())),
             ("client_id", json!(self.client_id)),
         ];

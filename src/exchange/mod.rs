@@ -6,19 +6,31 @@ mod policy;
 mod reuse;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::cache::IdentityResolver;
 use crate::clients::RegisteredClient;
 use crate::clock::{SharedClock, UnixTime};
-use crate::config::TokenSettings;
-use crate::keys::{KeyRing, sign_jwt};
-use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, ScopeSet, TokenType};
-use crate::subject::ValidatedIdentity;
-use crate::upstream::ValidationError;
+use crate::identity::IdentityService;
+use crate::keys::{KeyError, KeyRing, sign_jwt};
+use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, TokenType};
+use crate::vocabulary::{Audience, ScopeSet, ValidatedIdentity, ValidationError};
+
+/// What minted tokens look like.
+#[derive(Debug, Clone)]
+pub struct MintSettings {
+    /// `iss` of minted tokens.
+    pub issuer: String,
+    /// Lifetime of minted tokens; never beyond the subject token's own `exp`.
+    pub ttl: Duration,
+    /// `aud` when the request names neither audience nor resource.
+    pub default_audience: Audience,
+    /// Hand out a token minted for the same grant again while half its life is left.
+    pub reuse_minted: bool,
+}
 
 /// What a client may receive for one request.
 struct Grant {
-    audience: Vec<String>,
+    audience: Vec<Audience>,
     subject: ValidatedIdentity,
     actor: Option<ValidatedIdentity>,
     scope: ScopeSet,
@@ -29,37 +41,31 @@ struct Grant {
 pub struct IssuedToken {
     pub access_token: String,
     pub issued_token_type: TokenType,
-    pub expires_in: u64,
+    pub expires_in: Duration,
     pub scope: ScopeSet,
 }
 
+/// Why a token could not be signed: our fault, never the client's.
+#[derive(Debug, thiserror::Error)]
+enum MintError {
+    #[error("no signing key is active")]
+    NoActiveKey,
+    #[error("signing a minted token failed")]
+    Sign(#[source] KeyError),
+}
+
 pub struct ExchangeService {
-    identities: Arc<IdentityResolver>,
+    identities: Arc<IdentityService>,
     keys: Arc<KeyRing>,
-    issuer: String,
-    ttl: i64,
-    default_audience: String,
+    settings: MintSettings,
     clock: SharedClock,
     reuse: Option<reuse::MintedTokens>,
 }
 
 impl ExchangeService {
-    pub fn new(
-        identities: Arc<IdentityResolver>,
-        keys: Arc<KeyRing>,
-        issuer: String,
-        tokens: &TokenSettings,
-        clock: SharedClock,
-    ) -> Self {
-        Self {
-            identities,
-            keys,
-            issuer,
-            ttl: i64::try_from(tokens.ttl.as_secs()).unwrap_or(3600),
-            default_audience: tokens.default_audience.clone(),
-            clock,
-            reuse: tokens.reuse_minted.then(|| reuse::MintedTokens::new(100_000, tokens.ttl)),
-        }
+    pub fn new(identities: Arc<IdentityService>, keys: Arc<KeyRing>, settings: MintSettings, clock: SharedClock) -> Self {
+        let reuse = settings.reuse_minted.then(|| reuse::MintedTokens::new(100_000, settings.ttl));
+        Self { identities, keys, settings, clock, reuse }
     }
 
     #[tracing::instrument(name = "exchange", skip_all, fields(
@@ -74,11 +80,11 @@ impl ExchangeService {
         let now = self.clock.now();
         let grant = self.authorize(client, &request, now).await?;
         let (access_token, expires_at) = self.token_for(client, &request, &grant, now).await?;
-        tracing::info!(sub = %grant.subject.subject, upstream = %grant.subject.upstream, "token issued");
+        tracing::debug!(sub = %grant.subject.subject, upstream = %grant.subject.upstream, "token issued");
         Ok(IssuedToken {
             access_token,
             issued_token_type: request.requested_token_type,
-            expires_in: u64::try_from(expires_at - now).unwrap_or(0),
+            expires_in: now.until(expires_at),
             scope: grant.scope,
         })
     }
@@ -92,7 +98,7 @@ impl ExchangeService {
         now: UnixTime,
     ) -> Result<Grant, OAuthError> {
         // Cheap checks first: a request for a forbidden audience never reaches an upstream.
-        let audience = policy::audience(client, request, &self.default_audience)?;
+        let audience = policy::audience(client, request, &self.settings.default_audience)?;
         let subject = self.validate(&request.subject, client, now, "subject_token").await?;
         policy::check_client_upstream(client, &subject)?;
         let actor = match &request.actor {
@@ -137,12 +143,13 @@ impl ExchangeService {
 
     /// Signs a new token that ends no later than the subject token.
     fn mint(&self, client: &RegisteredClient, grant: &Grant, now: UnixTime) -> Result<(String, UnixTime), OAuthError> {
-        let expires_at = grant.subject.expires_at.map_or(now + self.ttl, |exp| exp.min(now + self.ttl));
+        let latest = now + self.settings.ttl;
+        let expires_at = grant.subject.expires_at.map_or(latest, |exp| exp.min(latest));
         if expires_at <= now {
-            return Err(OAuthError::invalid_request("subject_token has expired"));
+            return Err(OAuthError::InvalidToken { parameter: "subject_token", reason: "it has expired".into() });
         }
         let claims = claims::MintedClaims {
-            issuer: &self.issuer,
+            issuer: &self.settings.issuer,
             client_id: &client.client_id,
             audience: &grant.audience,
             scope: &grant.scope,
@@ -151,14 +158,9 @@ impl ExchangeService {
             issued_at: now,
             expires_at,
         };
-        let Some(key) = self.keys.signing_key(now) else {
-            tracing::error!("no signing key is active");
-            return Err(OAuthError::ServerError);
-        };
-        let access_token = sign_jwt(&key, &claims.to_json()).map_err(|error| {
-            tracing::error!(%error, "signing a minted token failed");
-            OAuthError::ServerError
-        })?;
+        let key = self.keys.signing_key(now).ok_or_else(|| OAuthError::server_error(MintError::NoActiveKey))?;
+        let access_token =
+            sign_jwt(&key, &claims.to_json()).map_err(|error| OAuthError::server_error(MintError::Sign(error)))?;
         Ok((access_token, expires_at))
     }
 
@@ -171,18 +173,13 @@ impl ExchangeService {
     ) -> Result<ValidatedIdentity, OAuthError> {
         self.identities.resolve(&presented.token, client.upstream.as_deref(), now).await.map_err(|error| match error {
             // RFC 8693 §2.2.2: an invalid subject or actor token is `invalid_request`.
-            ValidationError::Rejected(reason) => {
-                tracing::info!(security_event = "token_rejected", parameter, %reason, "token rejected");
-                OAuthError::invalid_request(format!("{parameter} is invalid: {reason}"))
-            }
-            ValidationError::Unavailable { reason, retry_after_secs } => {
-                tracing::warn!(%reason, "upstream unavailable");
-                OAuthError::unavailable("the upstream identity provider is unavailable", retry_after_secs)
-            }
-            ValidationError::Misconfigured(reason) => {
-                tracing::error!(%reason, "upstream misconfigured");
-                OAuthError::ServerError
-            }
+            ValidationError::Rejected(reason) => OAuthError::InvalidToken { parameter, reason },
+            unavailable @ ValidationError::Unavailable { retry_after, .. } => OAuthError::unavailable_because(
+                "the upstream identity provider is unavailable",
+                retry_after,
+                unavailable,
+            ),
+            misconfigured @ ValidationError::Misconfigured(_) => OAuthError::server_error(misconfigured),
         })
     }
 }

@@ -4,22 +4,22 @@
 use serde_json::Value;
 
 use crate::clients::RegisteredClient;
-use crate::oauth::{ExchangeRequest, OAuthError, ScopeSet};
-use crate::subject::ValidatedIdentity;
+use crate::oauth::{ExchangeRequest, OAuthError};
+use crate::vocabulary::{Audience, ScopeSet, ValidatedIdentity};
 
 /// The `aud` of the minted token: the requested audiences and resources, each of which the
 /// client must be registered for, or the default audience when none was requested.
 pub fn audience(
     client: &RegisteredClient,
     request: &ExchangeRequest,
-    default: &str,
-) -> Result<Vec<String>, OAuthError> {
-    let requested: Vec<String> = request.audiences.iter().chain(&request.resources).cloned().collect();
+    default: &Audience,
+) -> Result<Vec<Audience>, OAuthError> {
+    let resources = request.resources.iter().cloned().map(Audience::from);
+    let requested: Vec<Audience> = request.audiences.iter().cloned().chain(resources).collect();
     if requested.is_empty() {
-        return Ok(vec![default.to_owned()]);
+        return Ok(vec![default.clone()]);
     }
-    if let Some(refused) = requested.iter().find(|aud| !client.may_address(aud)) {
-        tracing::info!(security_event = "audience_refused", audience = %refused, "audience not allowed");
+    if requested.iter().any(|aud| !client.may_address(aud)) {
         return Err(OAuthError::InvalidTarget("an audience or resource is not allowed for this client".into()));
     }
     let mut unique = Vec::with_capacity(requested.len());

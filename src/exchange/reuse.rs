@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::UnixTime;
-use crate::subject::{TokenDigest, ValidatedIdentity};
+use crate::vocabulary::{Audience, TokenDigest, ValidatedIdentity};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReuseKey {
     pub subject: TokenDigest,
     pub client_id: String,
-    pub audience: Vec<String>,
+    pub audience: Vec<Audience>,
     pub scope: String,
 }
 
@@ -28,8 +28,8 @@ pub struct Minted {
 
 impl Minted {
     fn is_reusable_for(&self, identity: &ValidatedIdentity, now: UnixTime) -> bool {
-        let half_life = (self.expires_at - self.issued_at) / 2;
-        now >= self.issued_at && now - self.issued_at < half_life && self.identity == *identity
+        let half_life = self.issued_at.until(self.expires_at) / 2;
+        now >= self.issued_at && now < self.issued_at + half_life && self.identity == *identity
     }
 }
 

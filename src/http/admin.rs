@@ -5,18 +5,19 @@ use utoipa::ToSchema;
 use super::client_auth::authenticated_client;
 use super::form::read_form;
 use super::no_store;
-use crate::oauth::{ErrorResponse, OAuthError};
+use crate::oauth::{ClientAuthFields, ErrorResponse, OAuthError, present, required};
 use crate::state::AppState;
 
 /// The purge request: every cached identity of one subject.
 #[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
 pub struct PurgeForm {
     /// The subject (`sub`) whose cached identities are dropped.
-    #[schema(min_length = 1)]
-    sub: String,
+    #[schema(value_type = String, min_length = 1)]
+    sub: Option<String>,
     /// Only identities from this issuer; all issuers when absent.
     iss: Option<String>,
+    #[serde(flatten)]
+    client: ClientAuthFields,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -44,12 +45,12 @@ pub async fn purge(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = read_form(&request, body, state.max_body_bytes).await?;
-    let client = authenticated_client(&request, &form, &state).await?;
+    let form: PurgeForm = read_form(&request, body, state.max_body_bytes).await?;
+    let client = authenticated_client(&request, &form.client, &state).await?;
     if !client.admin {
         return Err(OAuthError::UnauthorizedClient("this client may not purge the cache".into()));
     }
-    let subject = form.require("sub")?;
-    let purged = state.identities.purge_subject(form.get("iss"), subject).await;
+    let subject = required(&form.sub, "sub")?;
+    let purged = state.identities.purge_subject(present(&form.iss), subject).await;
     Ok(no_store(HttpResponse::Ok()).json(PurgeResult { purged }))
 }

@@ -1,13 +1,14 @@
 use actix_web::http::StatusCode;
-use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::oauth::OAuthError;
 
 pub const REALM: &str = "token-exchange";
 
-/// One mapping from OAuth errors to HTTP: status, JSON body, no caching, a challenge on 401
-/// and `Retry-After` where the client should come back later.
+/// The one mapping from errors to HTTP, for every endpoint and for 404 and 405: status, JSON
+/// body, no caching, a challenge on 401, `Allow` on 405, and `Retry-After` where the client
+/// should come back later. Logging happens once, in the access log.
 impl ResponseError for OAuthError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST)
@@ -18,8 +19,11 @@ impl ResponseError for OAuthError {
         if let Some(challenge) = self.challenge(REALM) {
             response.insert_header((WWW_AUTHENTICATE, challenge));
         }
-        if let Some(seconds) = self.retry_after_secs() {
-            response.insert_header((RETRY_AFTER, seconds.to_string()));
+        if let Some(allowed) = self.allowed_methods() {
+            response.insert_header((ALLOW, allowed));
+        }
+        if let Some(wait) = self.retry_after() {
+            response.insert_header((RETRY_AFTER, wait.as_secs().to_string()));
         }
         response.json(self.to_response())
     }

@@ -1,14 +1,20 @@
 use actix_web::HttpRequest;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::Payload;
+use serde::de::DeserializeOwned;
 
-use crate::oauth::{FormParams, OAuthError};
+use crate::oauth::{OAuthError, decode_form};
 
 /// Parameters that must never travel in a URI, where proxies and logs would keep them.
 const NEVER_IN_QUERY: &[&str] = &["client_secret", "subject_token", "actor_token", "token", "client_assertion"];
 
-/// Reads a bounded `application/x-www-form-urlencoded` body; anything else is `invalid_request`.
-pub async fn read_form(request: &HttpRequest, payload: Payload, limit: usize) -> Result<FormParams, OAuthError> {
+/// Reads a bounded `application/x-www-form-urlencoded` body into its wire type; anything else
+/// is `invalid_request`.
+pub async fn read_form<T: DeserializeOwned>(
+    request: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+) -> Result<T, OAuthError> {
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
@@ -20,7 +26,7 @@ pub async fn read_form(request: &HttpRequest, payload: Payload, limit: usize) ->
         .await
         .map_err(|_| OAuthError::invalid_request("the request body is too large"))?
         .map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
-    FormParams::parse(&body)
+    decode_form(&body)
 }
 
 fn reject_secrets_in_query(query: &str) -> Result<(), OAuthError> {
@@ -28,7 +34,7 @@ fn reject_secrets_in_query(query: &str) -> Result<(), OAuthError> {
         return Ok(());
     }
     let pairs: Vec<(String, String)> = serde_html_form::from_str(query).unwrap_or_default();
-    if pairs.iter().any(|(name, _)| NEVER_IN_QUERY.contains(&name.as_str())) {
+    if pairs.iter().any(|(name, _)| NEVER_IN_QUERY.iter().any(|secret| name.eq_ignore_ascii_case(secret))) {
         return Err(OAuthError::invalid_request("credentials and tokens must not be sent in the URI"));
     }
     Ok(())

@@ -14,7 +14,12 @@ pub struct Health {
 }
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", body = Health)),
+)]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok", checks: Default::default() })
@@ -26,7 +31,10 @@ pub async fn healthz() -> HttpResponse {
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, body = Health), (status = 503, description = "Not ready", body = Health)),
+    responses(
+        (status = 200, description = "Ready: database and signing key are available", body = Health),
+        (status = 503, description = "Not ready", body = Health),
+    ),
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {

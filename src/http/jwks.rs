@@ -1,8 +1,7 @@
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{HttpResponse, get, web};
 
-use crate::config::JWKS_MAX_AGE;
-use crate::keys::JwkSet;
+use crate::keys::{JWKS_MAX_AGE, JwkSet};
 use crate::state::AppState;
 
 /// Our public signing keys (RFC 7517 §5): what downstream services verify minted tokens with.

@@ -1,7 +1,7 @@
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{HttpResponse, get, web};
 
-use crate::oauth::ServerMetadata;
+use crate::oauth::{OAuthError, ServerMetadata};
 use crate::state::AppState;
 
 /// Authorization server metadata (RFC 8414).
@@ -12,16 +12,19 @@ use crate::state::AppState;
     responses((status = 200, description = "RFC 8414 metadata", body = ServerMetadata)),
 )]
 #[get("/.well-known/oauth-authorization-server")]
-pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
-    if state.metadata.issuer_path().is_empty() { respond(&state.metadata) } else { super::not_found().await }
+pub async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
+    if state.metadata.issuer_path().is_empty() { Ok(respond(&state.metadata)) } else { Err(OAuthError::NotFound) }
 }
 
 /// RFC 8414 §3: for an issuer with a path, the well-known segment goes before that path.
-pub async fn metadata_with_path(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+pub async fn metadata_with_path(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
     if state.metadata.issuer_path() == format!("/{}", path.into_inner()) {
-        respond(&state.metadata)
+        Ok(respond(&state.metadata))
     } else {
-        super::not_found().await
+        Err(OAuthError::NotFound)
     }
 }
 

@@ -11,9 +11,5 @@ use crate::state::AppState;
 )]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let body = state.metrics.as_ref().map(|handle| {
-        handle.run_upkeep();
-        handle.render()
-    });
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body.unwrap_or_default())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

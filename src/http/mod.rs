@@ -18,6 +18,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use docs::{ApiDoc, openapi};
 
+use crate::oauth::OAuthError;
+
 /// Registers every documented route; the OpenAPI document is collected from exactly these.
 pub fn routes(config: &mut ServiceConfig) {
     config
@@ -46,11 +48,8 @@ const POST_ONLY: [&str; 3] = ["/token", "/revoke", "/admin/purge"];
 const GET_ONLY: [&str; 5] =
     ["/.well-known/jwks.json", "/.well-known/oauth-authorization-server", "/healthz", "/readyz", "/metrics"];
 
-async fn method_not_allowed(allowed: &'static str) -> HttpResponse {
-    HttpResponse::MethodNotAllowed().insert_header(("Allow", allowed)).json(crate::oauth::ErrorResponse {
-        error: "invalid_request".into(),
-        error_description: Some(format!("use {allowed}")),
-    })
+async fn method_not_allowed(allowed: &'static str) -> Result<HttpResponse, OAuthError> {
+    Err(OAuthError::MethodNotAllowed { allowed })
 }
 
 /// RFC 6749 §5.1: responses that carry tokens, or answer about them, are never cached.
@@ -59,6 +58,7 @@ fn no_store(mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
     builder
 }
 
-pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({ "error": "not_found" }))
+/// Every path no route matches.
+pub async fn not_found() -> Result<HttpResponse, OAuthError> {
+    Err(OAuthError::NotFound)
 }

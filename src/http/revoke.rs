@@ -1,23 +1,12 @@
+use std::time::Duration;
+
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::client_auth::authenticated_client;
 use super::form::read_form;
 use super::no_store;
-use crate::oauth::{ErrorResponse, OAuthError, RevocationRequest};
+use crate::oauth::{ErrorResponse, OAuthError, RevocationForm, RevocationRequest};
 use crate::state::AppState;
-
-/// The RFC 7009 §2.1 request form (documentation only).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct RevocationForm {
-    /// The subject token to forget and refuse from now on.
-    #[schema(min_length = 1)]
-    token: String,
-    /// Accepted and ignored: every cached verdict on the token is dropped.
-    token_type_hint: Option<String>,
-}
 
 /// Revoke a subject token (RFC 7009): its cached identity is dropped on every replica and the
 /// token is refused from now on. Answers 200 for unknown tokens too.
@@ -41,12 +30,15 @@ pub async fn revoke(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = read_form(&request, body, state.max_body_bytes).await?;
-    authenticated_client(&request, &form, &state).await?;
-    let revocation = RevocationRequest::from_form(&form)?;
+    let form: RevocationForm = read_form(&request, body, state.max_body_bytes).await?;
+    authenticated_client(&request, &form.client, &state).await?;
+    let revocation = RevocationRequest::try_from(form)?;
     state.identities.revoke(&revocation.token, state.clock.now()).await.map_err(|error| {
-        tracing::error!(%error, "a revocation could not be shared with the other replicas");
-        OAuthError::unavailable("the revocation could not be recorded everywhere; try again", Some(1))
+        OAuthError::unavailable_because(
+            "the revocation could not be recorded everywhere; try again",
+            Some(Duration::from_secs(1)),
+            error,
+        )
     })?;
     Ok(no_store(HttpResponse::Ok()).finish())
 }

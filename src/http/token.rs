@@ -1,46 +1,11 @@
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::client_auth::authenticated_client;
 use super::form::read_form;
 use super::no_store;
 use crate::exchange::IssuedToken;
-use crate::oauth::{ErrorResponse, ExchangeRequest, OAuthError, TokenResponse};
+use crate::oauth::{ErrorResponse, ExchangeRequest, OAuthError, TokenExchangeForm, TokenResponse};
 use crate::state::AppState;
-
-/// The RFC 8693 §2.1 request form (documentation only; the body is parsed by `oauth`).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct TokenExchangeForm {
-    /// `urn:ietf:params:oauth:grant-type:token-exchange`
-    #[schema(pattern = "^urn:ietf:params:oauth:grant-type:token-exchange$")]
-    grant_type: String,
-    /// The token to exchange.
-    #[schema(min_length = 1)]
-    subject_token: String,
-    /// `urn:ietf:params:oauth:token-type:access_token`, `...:jwt` or `...:id_token`.
-    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt|id_token)$")]
-    subject_token_type: String,
-    /// `...:access_token` (default) or `...:jwt`.
-    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt)$")]
-    requested_token_type: Option<String>,
-    /// Logical name of a target service; may repeat.
-    audience: Option<Vec<String>>,
-    /// Absolute URI of a target service, without fragment; may repeat.
-    resource: Option<Vec<String>>,
-    /// Space-delimited scopes; only ever narrows what the subject token holds.
-    scope: Option<String>,
-    /// A token for the party acting on the subject's behalf (goes into `act`).
-    actor_token: Option<String>,
-    /// Required with `actor_token`, forbidden without it.
-    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt|id_token)$")]
-    actor_token_type: Option<String>,
-    /// With `client_secret_post` only.
-    client_id: Option<String>,
-    /// With `client_secret_post` only.
-    client_secret: Option<String>,
-}
 
 /// Exchange a subject token for an internal access token (RFC 8693).
 ///
@@ -70,7 +35,7 @@ pub async fn token(
 ) -> Result<HttpResponse, OAuthError> {
     let mut client_id = None;
     let result = issue(&request, body, &state, &mut client_id).await;
-    crate::metrics::exchange(result.as_ref().map_or_else(OAuthError::code, |_| "issued"), client_id.as_deref());
+    state.metrics.exchange(result.as_ref().map_or_else(OAuthError::code, |_| "issued"), client_id.as_deref());
     Ok(no_store(HttpResponse::Ok()).json(token_response(result?)))
 }
 
@@ -81,10 +46,10 @@ async fn issue(
     state: &AppState,
     client_id: &mut Option<String>,
 ) -> Result<IssuedToken, OAuthError> {
-    let form = read_form(request, body, state.max_body_bytes).await?;
-    let client = authenticated_client(request, &form, state).await?;
+    let form: TokenExchangeForm = read_form(request, body, state.max_body_bytes).await?;
+    let client = authenticated_client(request, &form.client, state).await?;
     *client_id = Some(client.client_id.clone());
-    let exchange = ExchangeRequest::from_form(&form)?;
+    let exchange = ExchangeRequest::try_from(form)?;
     state.exchange.exchange(&client, exchange).await
 }
 
@@ -93,7 +58,7 @@ fn token_response(issued: IssuedToken) -> TokenResponse {
         access_token: issued.access_token,
         issued_token_type: issued.issued_token_type.uri().to_owned(),
         token_type: "Bearer".to_owned(),
-        expires_in: issued.expires_in,
+        expires_in: issued.expires_in.as_secs(),
         scope: (!issued.scope.is_empty()).then(|| issued.scope.to_wire()),
     }
 }

@@ -7,8 +7,13 @@ mod ring;
 mod signing_key;
 mod store;
 
+use std::time::Duration;
+
 pub use algorithm::SigningAlgorithm;
 pub use jws::sign_jwt;
 pub use ring::{JwkSet, KeyRing, KeyRingError, RotationPolicy};
 pub use signing_key::{KeyError, PublicJwk, SigningKey};
 pub use store::{KeyStore, StoreError, StoredKey};
+
+/// How long verifiers may cache our JWKS (`Cache-Control: max-age` on the JWKS).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);

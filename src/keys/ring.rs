@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -22,19 +23,19 @@ pub struct JwkSet {
     pub keys: Vec<PublicJwk>,
 }
 
-/// When keys start signing and when they leave the JWKS, in seconds.
+/// When keys start signing and when they leave the JWKS.
 #[derive(Debug, Clone, Copy)]
 pub struct RotationPolicy {
     /// A new key is published this long before it signs, so every replica and every verifier
     /// that caches our JWKS knows it before the first token it signs arrives (OIDC Core 10.1.1).
-    pub publish_ahead: i64,
+    pub publish_ahead: Duration,
     /// A replaced key stays published this long after its successor starts signing: the
     /// longest token lifetime plus the time verifiers may cache the JWKS.
-    pub retire_after: i64,
+    pub retire_after: Duration,
     /// Rotate automatically this long after the current key started signing.
-    pub rotate_every: Option<i64>,
+    pub rotate_every: Option<Duration>,
     /// The longest lifetime of a minted token.
-    pub token_ttl: i64,
+    pub token_ttl: Duration,
 }
 
 struct RingKey {
@@ -99,7 +100,7 @@ impl KeyRing {
             return Ok(None);
         }
         store.retire_all_but(&record.kid, activates_at + policy.retire_after).await?;
-        tracing::info!(kid = %record.kid, alg = algorithm.as_str(), activates_at, "added a signing key");
+        tracing::info!(kid = %record.kid, alg = algorithm.as_str(), %activates_at, "added a signing key");
         Ok(Some(record))
     }
 

@@ -3,7 +3,7 @@ use async_trait::async_trait;
 use crate::clock::UnixTime;
 
 /// A private key as kept at rest.
-#[derive(Clone, sqlx::FromRow)]
+#[derive(Clone)]
 pub struct StoredKey {
     pub kid: String,
     pub algorithm: String,

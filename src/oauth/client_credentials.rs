@@ -1,9 +1,12 @@
-use std::fmt;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{FormParams, OAuthError};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::OAuthError;
+use super::form::present;
+use crate::vocabulary::ClientSecret;
 
 /// How a client proved who it is (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,25 +24,21 @@ impl AuthMethod {
     }
 }
 
-/// A client secret, presented to us or configured for an upstream; never printed.
-#[derive(Clone, Default, serde::Deserialize)]
-#[serde(transparent)]
-pub struct ClientSecret(String);
-
-impl ClientSecret {
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientSecret(..)")
-    }
+/// Client credentials sent in the body (`client_secret_post`, RFC 6749 §2.3.1). Part of every
+/// form a client authenticates with.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ClientAuthFields {
+    /// With `client_secret_post` only; must match the Basic credentials when both are sent.
+    #[schema(max_length = 256)]
+    client_id: Option<String>,
+    /// With `client_secret_post` only.
+    #[schema(value_type = Option<String>, format = Password)]
+    client_secret: Option<ClientSecret>,
+    /// Assertions (RFC 7521) are not accepted; a request carrying one is refused.
+    #[schema(ignore)]
+    client_assertion: Option<String>,
+    #[schema(ignore)]
+    client_assertion_type: Option<String>,
 }
 
 /// The client credentials of one request, taken from exactly one place.
@@ -53,27 +52,28 @@ pub struct ClientCredentials {
 impl ClientCredentials {
     /// Reads credentials from the `Authorization` header or the body, refusing requests that use
     /// more than one method (RFC 6749 §2.3) or none.
-    pub fn from_request(authorization: Option<&str>, form: &FormParams) -> Result<Self, OAuthError> {
-        if form.contains("client_assertion") || form.contains("client_assertion_type") {
+    pub fn from_request(authorization: Option<&str>, body: &ClientAuthFields) -> Result<Self, OAuthError> {
+        if present(&body.client_assertion).is_some() || present(&body.client_assertion_type).is_some() {
             return Err(OAuthError::invalid_client("client assertions are not supported", None));
         }
+        let body_secret = body.client_secret.as_ref().filter(|s| !s.expose_secret().is_empty());
         match authorization {
             Some(header) => {
-                if form.contains("client_secret") {
+                if body_secret.is_some() {
                     return Err(OAuthError::invalid_request("the client authenticated with more than one method"));
                 }
                 let credentials = parse_basic(header)?;
-                match form.get("client_id") {
+                match present(&body.client_id) {
                     Some(id) if id != credentials.client_id => {
                         Err(OAuthError::invalid_request("client_id does not match the Authorization header"))
                     }
                     _ => Ok(credentials),
                 }
             }
-            None => match (form.get("client_id"), form.get("client_secret")) {
+            None => match (present(&body.client_id), body_secret) {
                 (Some(client_id), Some(secret)) => Ok(Self {
                     client_id: client_id.to_owned(),
-                    secret: ClientSecret::new(secret.to_owned()),
+                    secret: secret.clone(),
                     method: AuthMethod::ClientSecretPost,
                 }),
                 _ => Err(OAuthError::invalid_client("client authentication is required", None)),

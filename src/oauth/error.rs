@@ -1,4 +1,6 @@
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -7,12 +9,18 @@ use super::AuthMethod;
 
 type Description = Cow<'static, str>;
 
-/// Every error the token endpoint can answer with (RFC 6749 §5.2, RFC 8693 §2.2.2), each with
-/// exactly one `error` code and HTTP status.
+/// The cause of a failure on our side: kept for the log, never shown to the client.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Every error an endpoint answers with (RFC 6749 §5.2, RFC 8693 §2.2.2), each with exactly one
+/// `error` code and HTTP status. 404 and 405 are here too, so every answer has one shape.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OAuthError {
     #[error("invalid_request: {0}")]
     InvalidRequest(Description),
+    /// A subject or actor token that no upstream vouches for: `invalid_request` (RFC 8693 §2.2.2).
+    #[error("invalid_request: {parameter} is invalid: {reason}")]
+    InvalidToken { parameter: &'static str, reason: Description },
     /// 401; the challenge names the scheme the client tried, Basic when it tried none.
     #[error("invalid_client: {description}")]
     InvalidClient { description: Description, attempted: Option<AuthMethod> },
@@ -26,13 +34,22 @@ pub enum OAuthError {
     InvalidTarget(Description),
     /// Too many failed client authentications: 429 with `Retry-After`.
     #[error("slow_down: too many failed attempts")]
-    TooManyAttempts { retry_after_secs: u64 },
+    TooManyAttempts { retry_after: Duration },
     /// The upstream identity provider or a backing store cannot answer now: 503.
     #[error("temporarily_unavailable: {description}")]
-    TemporarilyUnavailable { description: Description, retry_after_secs: Option<u64> },
+    TemporarilyUnavailable {
+        description: Description,
+        retry_after: Option<Duration>,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// A fault on our side; the cause goes to the log, never to the client.
     #[error("server_error")]
-    ServerError,
+    ServerError(#[source] Cause),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed; use {allowed}")]
+    MethodNotAllowed { allowed: &'static str },
 }
 
 impl OAuthError {
@@ -44,14 +61,29 @@ impl OAuthError {
         Self::InvalidClient { description: description.into(), attempted }
     }
 
-    pub fn unavailable(description: impl Into<Description>, retry_after_secs: Option<u64>) -> Self {
-        Self::TemporarilyUnavailable { description: description.into(), retry_after_secs }
+    pub fn unavailable(description: impl Into<Description>, retry_after: Option<Duration>) -> Self {
+        Self::TemporarilyUnavailable { description: description.into(), retry_after, cause: None }
+    }
+
+    /// A 503 whose cause is kept for the log.
+    pub fn unavailable_because(
+        description: impl Into<Description>,
+        retry_after: Option<Duration>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::TemporarilyUnavailable { description: description.into(), retry_after, cause: Some(Arc::new(cause)) }
+    }
+
+    pub fn server_error(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::ServerError(Arc::new(cause))
     }
 
     /// The registered `error` code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidRequest(_) | Self::InvalidToken { .. } | Self::NotFound | Self::MethodNotAllowed { .. } => {
+                "invalid_request"
+            }
             Self::InvalidClient { .. } => "invalid_client",
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
@@ -59,21 +91,23 @@ impl OAuthError {
             Self::InvalidTarget(_) => "invalid_target",
             Self::TooManyAttempts { .. } => "slow_down",
             Self::TemporarilyUnavailable { .. } => "temporarily_unavailable",
-            Self::ServerError => "server_error",
+            Self::ServerError(_) => "server_error",
         }
     }
 
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidClient { .. } => 401,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed { .. } => 405,
             Self::TooManyAttempts { .. } => 429,
             Self::TemporarilyUnavailable { .. } => 503,
-            Self::ServerError => 500,
+            Self::ServerError(_) => 500,
             _ => 400,
         }
     }
 
-    pub fn description(&self) -> Option<&str> {
+    pub fn description(&self) -> Cow<'_, str> {
         match self {
             Self::InvalidRequest(d)
             | Self::UnauthorizedClient(d)
@@ -81,16 +115,39 @@ impl OAuthError {
             | Self::InvalidScope(d)
             | Self::InvalidTarget(d)
             | Self::InvalidClient { description: d, .. }
-            | Self::TemporarilyUnavailable { description: d, .. } => Some(d),
-            Self::TooManyAttempts { .. } => Some("too many failed client authentications"),
-            Self::ServerError => Some("internal error"),
+            | Self::TemporarilyUnavailable { description: d, .. } => Cow::Borrowed(d),
+            Self::InvalidToken { parameter, reason } => Cow::Owned(format!("{parameter} is invalid: {reason}")),
+            Self::TooManyAttempts { .. } => Cow::Borrowed("too many failed client authentications"),
+            Self::ServerError(_) => Cow::Borrowed("internal error"),
+            Self::NotFound => Cow::Borrowed("no such endpoint"),
+            Self::MethodNotAllowed { allowed } => Cow::Owned(format!("use {allowed}")),
         }
     }
 
-    pub fn retry_after_secs(&self) -> Option<u64> {
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
-            Self::TemporarilyUnavailable { retry_after_secs, .. } => *retry_after_secs,
+            Self::TooManyAttempts { retry_after } => Some(*retry_after),
+            Self::TemporarilyUnavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The `Allow` header owed with a 405.
+    pub fn allowed_methods(&self) -> Option<&'static str> {
+        match self {
+            Self::MethodNotAllowed { allowed } => Some(allowed),
+            _ => None,
+        }
+    }
+
+    /// A stable name for the security-relevant refusals, for operators to filter logs on.
+    pub fn security_event(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidToken { .. } => Some("token_rejected"),
+            Self::InvalidClient { .. } => Some("client_auth_failed"),
+            Self::TooManyAttempts { .. } => Some("client_locked_out"),
+            Self::InvalidTarget(_) => Some("audience_refused"),
+            Self::UnauthorizedClient(_) => Some("client_not_authorized"),
             _ => None,
         }
     }
@@ -102,7 +159,7 @@ impl OAuthError {
     }
 
     pub fn to_response(&self) -> ErrorResponse {
-        ErrorResponse { error: self.code().to_owned(), error_description: self.description().map(restricted_ascii) }
+        ErrorResponse { error: self.code().to_owned(), error_description: Some(restricted_ascii(&self.description())) }
     }
 }
 

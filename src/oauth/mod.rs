@@ -1,5 +1,5 @@
-//! The OAuth vocabulary: the only module that knows the RFC wire strings (grant and token type
-//! URIs, error codes, parameter names) and turns wire input into typed values.
+//! The OAuth wire vocabulary: the only module that knows the RFC wire strings (grant and token
+//! type URIs, error codes, parameter names) and turns wire input into typed values.
 
 mod client_credentials;
 mod error;
@@ -7,14 +7,12 @@ mod form;
 mod metadata;
 mod request;
 mod response;
-mod scope;
 mod token_type;
 
-pub use client_credentials::{AuthMethod, ClientCredentials, ClientSecret};
+pub use client_credentials::{AuthMethod, ClientAuthFields, ClientCredentials};
 pub use error::{ErrorResponse, OAuthError};
-pub use form::FormParams;
+pub use form::{decode_form, present, required};
 pub use metadata::ServerMetadata;
-pub use request::{ExchangeRequest, PresentedToken, RevocationRequest};
+pub use request::{ExchangeRequest, PresentedToken, RevocationForm, RevocationRequest, TokenExchangeForm};
 pub use response::TokenResponse;
-pub use scope::{ScopeSet, ScopeToken};
 pub use token_type::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};

@@ -1,79 +1,141 @@
-use super::{FormParams, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, ScopeSet, TokenType};
-use crate::subject::SubjectToken;
+//! The requests of the OAuth endpoints: one wire type per request, which both documents the
+//! request (OpenAPI) and is what the body is decoded into, then one typed request made from it.
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::form::{present, required};
+use super::{ClientAuthFields, GRANT_TYPE_TOKEN_EXCHANGE, OAuthError, TokenType};
+use crate::vocabulary::{Audience, Resource, ScopeSet, SubjectToken};
 
 /// Longest subject or actor token we look at; real JWTs and opaque tokens are far shorter.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-/// A token presented for validation together with its declared type.
-#[derive(Debug)]
-pub struct PresentedToken {
-    pub token: SubjectToken,
-    pub token_type: TokenType,
-}
-
-/// An RFC 8693 §2.1 request, parsed once at the edge.
-#[derive(Debug)]
-pub struct ExchangeRequest {
-    pub subject: PresentedToken,
-    pub actor: Option<PresentedToken>,
-    pub requested_token_type: TokenType,
-    pub audiences: Vec<String>,
-    /// Absolute URIs without fragment, as the client wrote them.
-    pub resources: Vec<String>,
-    pub scope: Option<ScopeSet>,
-}
 
 /// Token types we can validate as a subject or actor.
 const ACCEPTED_INPUT_TYPES: [TokenType; 3] = [TokenType::AccessToken, TokenType::Jwt, TokenType::IdToken];
 /// Token types we can issue: a JWT access token, also when asked for as a plain JWT.
 const ISSUABLE_TYPES: [TokenType; 2] = [TokenType::AccessToken, TokenType::Jwt];
 
-impl ExchangeRequest {
-    pub fn from_form(form: &FormParams) -> Result<Self, OAuthError> {
-        let grant_type = form.require("grant_type")?;
-        if grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
+/// The RFC 8693 §2.1 request form.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`
+    #[schema(pattern = "^urn:ietf:params:oauth:grant-type:token-exchange$")]
+    grant_type: Option<String>,
+    /// The token to exchange.
+    #[schema(value_type = String, min_length = 1, max_length = 16384)]
+    subject_token: Option<SubjectToken>,
+    /// `urn:ietf:params:oauth:token-type:access_token`, `...:jwt` or `...:id_token`.
+    #[schema(value_type = String, pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt|id_token)$")]
+    subject_token_type: Option<String>,
+    /// `...:access_token` (the default) or `...:jwt`.
+    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt)$")]
+    requested_token_type: Option<String>,
+    /// Logical name of a target service; may repeat.
+    #[serde(default)]
+    audience: Vec<String>,
+    /// Absolute URI of a target service, without fragment; may repeat.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    resource: Vec<String>,
+    /// Space-delimited scope tokens (RFC 6749 §3.3); only ever narrows what the subject holds.
+    #[schema(pattern = "^[\\x21\\x23-\\x5B\\x5D-\\x7E ]*$")]
+    scope: Option<String>,
+    /// A token for the party acting on the subject's behalf (goes into `act`).
+    #[schema(value_type = Option<String>, max_length = 16384)]
+    actor_token: Option<SubjectToken>,
+    /// Required with `actor_token`, forbidden without it.
+    #[schema(pattern = "^urn:ietf:params:oauth:token-type:(access_token|jwt|id_token)$")]
+    actor_token_type: Option<String>,
+    #[serde(flatten)]
+    pub client: ClientAuthFields,
+}
+
+/// A token presented for validation, its declared type checked.
+#[derive(Debug)]
+pub struct PresentedToken {
+    pub token: SubjectToken,
+}
+
+/// An RFC 8693 §2.1 request, typed.
+#[derive(Debug)]
+pub struct ExchangeRequest {
+    pub subject: PresentedToken,
+    pub actor: Option<PresentedToken>,
+    pub requested_token_type: TokenType,
+    pub audiences: Vec<Audience>,
+    pub resources: Vec<Resource>,
+    pub scope: Option<ScopeSet>,
+}
+
+impl TryFrom<TokenExchangeForm> for ExchangeRequest {
+    type Error = OAuthError;
+
+    fn try_from(form: TokenExchangeForm) -> Result<Self, OAuthError> {
+        if required(&form.grant_type, "grant_type")? != GRANT_TYPE_TOKEN_EXCHANGE {
             return Err(OAuthError::UnsupportedGrantType(
                 "only urn:ietf:params:oauth:grant-type:token-exchange is supported".into(),
             ));
         }
-        let subject = presented_token(form, "subject_token", "subject_token_type")?
+        let subject = presented_token(form.subject_token, &form.subject_token_type, "subject_token")?
             .ok_or_else(|| OAuthError::invalid_request("missing parameter subject_token"))?;
-        let actor = presented_token(form, "actor_token", "actor_token_type")?;
+        let actor = presented_token(form.actor_token, &form.actor_token_type, "actor_token")?;
         Ok(Self {
             subject,
             actor,
-            requested_token_type: requested_token_type(form)?,
-            audiences: form.all("audience").map(str::to_owned).collect(),
-            resources: form.all("resource").map(parse_resource).collect::<Result<_, _>>()?,
-            scope: form.get("scope").map(parse_scope).transpose()?,
+            requested_token_type: requested_token_type(&form.requested_token_type)?,
+            audiences: form.audience.iter().filter(|a| !a.is_empty()).map(Audience::new).collect(),
+            resources: form
+                .resource
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| Resource::parse(r).map_err(|reason| OAuthError::InvalidTarget(reason.into())))
+                .collect::<Result<_, _>>()?,
+            scope: present(&form.scope).map(parse_scope).transpose()?,
         })
     }
 }
 
-/// `token` and `token_type_hint` of RFC 7009 §2.1.
+/// The RFC 7009 §2.1 revocation request form.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RevocationForm {
+    /// The subject token to forget and refuse from now on.
+    #[schema(value_type = String, min_length = 1, max_length = 16384)]
+    token: Option<SubjectToken>,
+    /// Accepted and ignored: every cached verdict on the token is dropped.
+    #[expect(dead_code, reason = "a documented wire parameter that changes nothing")]
+    token_type_hint: Option<String>,
+    #[serde(flatten)]
+    pub client: ClientAuthFields,
+}
+
+/// `token` of RFC 7009 §2.1, typed.
 #[derive(Debug)]
 pub struct RevocationRequest {
     pub token: SubjectToken,
 }
 
-impl RevocationRequest {
-    pub fn from_form(form: &FormParams) -> Result<Self, OAuthError> {
-        let token = form.require("token")?;
+impl TryFrom<RevocationForm> for RevocationRequest {
+    type Error = OAuthError;
+
+    fn try_from(form: RevocationForm) -> Result<Self, OAuthError> {
+        let token = form.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("missing parameter token"))?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(OAuthError::invalid_request("token is too long"));
         }
-        Ok(Self { token: SubjectToken::new(token.to_owned()) })
+        Ok(Self { token })
     }
 }
 
 /// Reads a token and its type; a type without a token, or a token without a type, is invalid
 /// (RFC 8693 §2.1: `actor_token_type` is required with `actor_token` and forbidden without it).
 fn presented_token(
-    form: &FormParams,
+    token: Option<SubjectToken>,
+    token_type: &Option<String>,
     token_param: &'static str,
-    type_param: &'static str,
 ) -> Result<Option<PresentedToken>, OAuthError> {
-    match (form.get(token_param), form.get(type_param)) {
+    let type_param = if token_param == "subject_token" { "subject_token_type" } else { "actor_token_type" };
+    match (token.filter(|t| !t.is_empty()), present(token_type)) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(OAuthError::invalid_request(format!("{type_param} given without {token_param}"))),
         (Some(_), None) => Err(OAuthError::invalid_request(format!("missing parameter {type_param}"))),
@@ -81,30 +143,21 @@ fn presented_token(
             if token.len() > MAX_TOKEN_BYTES {
                 return Err(OAuthError::invalid_request(format!("{token_param} is too long")));
             }
-            let token_type = TokenType::from_uri(type_uri)
-                .filter(|t| ACCEPTED_INPUT_TYPES.contains(t))
-                .ok_or_else(|| OAuthError::invalid_request(format!("unsupported {type_param}")))?;
-            Ok(Some(PresentedToken { token: SubjectToken::new(token.to_owned()), token_type }))
+            if !TokenType::from_uri(type_uri).is_some_and(|t| ACCEPTED_INPUT_TYPES.contains(&t)) {
+                return Err(OAuthError::invalid_request(format!("unsupported {type_param}")));
+            }
+            Ok(Some(PresentedToken { token }))
         }
     }
 }
 
-fn requested_token_type(form: &FormParams) -> Result<TokenType, OAuthError> {
-    match form.get("requested_token_type") {
+fn requested_token_type(value: &Option<String>) -> Result<TokenType, OAuthError> {
+    match present(value) {
         None => Ok(TokenType::AccessToken),
         Some(uri) => TokenType::from_uri(uri)
             .filter(|t| ISSUABLE_TYPES.contains(t))
             .ok_or_else(|| OAuthError::invalid_request("unsupported requested_token_type")),
     }
-}
-
-/// RFC 8693 §2.1: an absolute URI (RFC 3986 §4.3), without a fragment.
-fn parse_resource(value: &str) -> Result<String, OAuthError> {
-    url::Url::parse(value).map_err(|_| OAuthError::InvalidTarget("resource must be an absolute URI".into()))?;
-    if value.contains('#') {
-        return Err(OAuthError::InvalidTarget("resource must not contain a fragment".into()));
-    }
-    Ok(value.to_owned())
 }
 
 fn parse_scope(value: &str) -> Result<ScopeSet, OAuthError> {

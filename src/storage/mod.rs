@@ -7,7 +7,6 @@ mod sqlite;
 
 use std::sync::Arc;
 
-use crate::config::StorageSettings;
 use crate::keys::KeyStore;
 
 // The statements are the same in both dialects: `$n` placeholders are understood by
@@ -18,6 +17,22 @@ const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, algorithm, private_key_
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
 const RETIRE_ALL_BUT: &str = "UPDATE signing_keys SET retires_at = $1 WHERE kid <> $2 AND retires_at IS NULL";
 const DELETE_RETIRED: &str = "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at < $1";
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// `sqlite://path/to/file.db` (the default) or `postgres://...`.
+    pub database_url: String,
+    pub max_connections: u32,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { database_url: "sqlite://data/token-exchange.db".into(), max_connections: 5 }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -1,16 +1,19 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
-use crate::config::UpstreamHttpSettings;
+use super::UpstreamHttpSettings;
+use crate::clock::Stopwatch;
+use crate::metrics::Metrics;
+use crate::vocabulary::ValidationError;
 
 /// Why an upstream HTTP exchange failed, sorted by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpFailure {
     /// Timeouts, connection errors, 5xx and 429: transient, never a verdict on a token.
     #[error("{reason}")]
-    Unavailable { reason: UnavailableReason, retry_after_secs: Option<u64> },
+    Unavailable { reason: UnavailableReason, retry_after: Option<Duration> },
     /// Any other non-success status.
     #[error("upstream answered HTTP {0}")]
     Status(u16),
@@ -69,14 +72,15 @@ pub struct UpstreamCall<'a> {
 }
 
 /// The one HTTP client for every upstream: bounded time, bounded body, no redirects.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UpstreamHttp {
     client: reqwest::Client,
     max_response_bytes: usize,
+    metrics: Metrics,
 }
 
 impl UpstreamHttp {
-    pub fn new(settings: &UpstreamHttpSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
@@ -84,7 +88,7 @@ impl UpstreamHttp {
             .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { client, max_response_bytes: settings.max_response_bytes })
+        Ok(Self { client, max_response_bytes: settings.max_response_bytes, metrics })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -98,7 +102,7 @@ impl UpstreamHttp {
         call: UpstreamCall<'_>,
         request: reqwest::RequestBuilder,
     ) -> Result<T, HttpFailure> {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let result = self.fetch_body(request).await;
         let status = match &result {
             Ok(_) => "2xx".to_owned(),
@@ -106,7 +110,7 @@ impl UpstreamHttp {
             Err(HttpFailure::Unavailable { reason, .. }) => reason.metric_label().to_owned(),
             Err(HttpFailure::Body(_)) => "bad_body".to_owned(),
         };
-        crate::metrics::upstream_request(call.upstream, call.kind, status, started.elapsed());
+        self.metrics.upstream_request(call.upstream, call.kind, status, started.elapsed());
         // serde's message can quote the body; only its category goes into errors and logs.
         serde_json::from_slice(&result?)
             .map_err(|e| HttpFailure::Body(format!("not the expected JSON ({:?})", e.classify())))
@@ -114,13 +118,13 @@ impl UpstreamHttp {
 
     async fn fetch_body(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpFailure> {
         let transport =
-            |e: reqwest::Error| HttpFailure::Unavailable { reason: UnavailableReason::of(&e), retry_after_secs: None };
+            |e: reqwest::Error| HttpFailure::Unavailable { reason: UnavailableReason::of(&e), retry_after: None };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(HttpFailure::Unavailable {
                 reason: UnavailableReason::Status(status.as_u16()),
-                retry_after_secs: retry_after(response.headers()),
+                retry_after: retry_after(response.headers()),
             });
         }
         if !status.is_success() {
@@ -148,6 +152,17 @@ fn is_signed_jwt(headers: &HeaderMap) -> bool {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from IdPs and ignored).
-fn retry_after(headers: &HeaderMap) -> Option<u64> {
-    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok().map(Duration::from_secs)
+}
+
+impl HttpFailure {
+    /// A failure as a verdict: transient trouble is `Unavailable`; anything else needs an
+    /// operator and is `Misconfigured`, named after `what` was asked.
+    pub fn into_verdict(self, what: &str) -> ValidationError {
+        match self {
+            Self::Unavailable { reason, retry_after } => ValidationError::unavailable(reason, retry_after),
+            other => ValidationError::Misconfigured(format!("{what}: {other}")),
+        }
+    }
 }

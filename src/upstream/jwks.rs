@@ -1,5 +1,6 @@
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -7,8 +8,9 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::{HttpFailure, UpstreamCall, UpstreamHttp, ValidationError};
+use super::http::{HttpFailure, UpstreamCall, UpstreamHttp};
 use crate::clock::UnixTime;
+use crate::vocabulary::ValidationError;
 
 /// One usable verification key of an upstream.
 pub struct UpstreamKey {
@@ -55,8 +57,8 @@ pub struct JwksCache {
     issuer: String,
     configured_uri: Option<Url>,
     http: Arc<UpstreamHttp>,
-    max_age: i64,
-    cooldown: i64,
+    max_age: Duration,
+    cooldown: Duration,
     current: RwLock<Option<Arc<KeySet>>>,
     refresh: Mutex<RefreshState>,
 }
@@ -78,8 +80,8 @@ impl JwksCache {
         issuer: String,
         configured_uri: Option<Url>,
         http: Arc<UpstreamHttp>,
-        max_age: i64,
-        cooldown: i64,
+        max_age: Duration,
+        cooldown: Duration,
     ) -> Self {
         Self {
             upstream,
@@ -123,14 +125,13 @@ impl JwksCache {
             return Ok(key);
         }
         // However many tokens name unknown keys, the issuer is asked at most once per cooldown.
-        if refresh.last_fetch.is_some_and(|at| now - at < self.cooldown) {
+        if refresh.last_fetch.is_some_and(|at| now < at + self.cooldown) {
             return match (known, current) {
                 (Some(key), _) => Ok(key),
                 (None, Some(_)) => Err(unknown_kid()),
-                (None, None) => Err(ValidationError::Unavailable {
-                    reason: "the issuer's JWKS could not be fetched".into(),
-                    retry_after_secs: u64::try_from(self.cooldown).ok(),
-                }),
+                (None, None) => {
+                    Err(ValidationError::unavailable("the issuer's JWKS could not be fetched", Some(self.cooldown)))
+                }
             };
         }
         refresh.last_fetch = Some(now);
@@ -198,12 +199,7 @@ fn usable_key(value: serde_json::Value) -> Option<UpstreamKey> {
 }
 
 fn jwks_failure(failure: HttpFailure) -> ValidationError {
-    match failure {
-        HttpFailure::Unavailable { reason, retry_after_secs } => {
-            ValidationError::Unavailable { reason: reason.to_string(), retry_after_secs }
-        }
-        other => ValidationError::Misconfigured(format!("JWKS: {other}")),
-    }
+    failure.into_verdict("JWKS")
 }
 
 fn unknown_kid() -> ValidationError {

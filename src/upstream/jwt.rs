@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
@@ -6,10 +7,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::jwks::JwksCache;
-use super::{UpstreamHttp, ValidationError, Vouched, seconds};
+use super::{UpstreamHttp, UpstreamSettings};
 use crate::clock::UnixTime;
-use crate::config::UpstreamSettings;
-use crate::subject::{SubjectToken, ValidatedIdentity, retain_claims, scopes_from_claims};
+use crate::vocabulary::{SubjectToken, ValidatedIdentity, ValidationError, Vouched, retain_claims, scopes_from_claims};
 
 /// An upstream whose tokens are JWTs we verify ourselves.
 pub struct JwtUpstream {
@@ -17,7 +17,7 @@ pub struct JwtUpstream {
     issuer: String,
     audiences: Vec<String>,
     algorithms: Vec<jsonwebtoken::Algorithm>,
-    leeway: i64,
+    leeway: Duration,
     retained_claims: Vec<String>,
     jwks: JwksCache,
 }
@@ -40,15 +40,15 @@ impl JwtUpstream {
             settings.issuer.clone(),
             settings.jwks_uri.clone(),
             http,
-            seconds(settings.jwks_max_age),
-            seconds(settings.jwks_refetch_cooldown),
+            settings.jwks_max_age,
+            settings.jwks_refetch_cooldown,
         );
         Self {
             name: settings.name.as_str().into(),
             issuer: settings.issuer.clone(),
             audiences: settings.audiences.clone(),
             algorithms: settings.algorithms.clone(),
-            leeway: seconds(settings.leeway),
+            leeway: settings.leeway,
             retained_claims: retained_claims.to_vec(),
             jwks,
         }
@@ -56,6 +56,10 @@ impl JwtUpstream {
 
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<Vouched, ValidationError> {
@@ -130,7 +134,7 @@ fn rejection(kind: &ErrorKind) -> &'static str {
 
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<UnixTime> {
     match claims.get(name)? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map(UnixTime::from_secs),
         _ => None,
     }
 }

@@ -2,6 +2,7 @@
 //! (Core §5.3) for profile claims or as the only check, in that order.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -11,11 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{HttpFailure, UpstreamCall, UpstreamHttp, ValidationError, Vouched};
+use super::http::{HttpFailure, UpstreamCall};
+use super::{UpstreamClientAuth, UpstreamHttp, UpstreamSettings};
 use crate::clock::UnixTime;
-use crate::config::{UpstreamClientAuth, UpstreamSettings};
-use crate::oauth::ClientSecret;
-use crate::subject::{SubjectToken, ValidatedIdentity, retain_claims};
+use crate::vocabulary::{ClientSecret, SubjectToken, ValidatedIdentity, ValidationError, Vouched, retain_claims};
 
 /// Members of an introspection response beyond RFC 7662's own, kept for claim copying.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -39,9 +39,9 @@ pub struct OpaqueUpstream {
     issuer: String,
     introspection: Option<Introspection>,
     userinfo: Option<Url>,
-    userinfo_ttl: i64,
-    token_lifetime: Option<i64>,
-    leeway: i64,
+    userinfo_ttl: Duration,
+    token_lifetime: Option<Duration>,
+    leeway: Duration,
     audiences: Vec<String>,
     retained_claims: Vec<String>,
     http: Arc<UpstreamHttp>,
@@ -68,9 +68,9 @@ impl OpaqueUpstream {
             issuer: settings.issuer.clone(),
             introspection,
             userinfo: settings.userinfo_endpoint.clone(),
-            userinfo_ttl: super::seconds(settings.userinfo_ttl),
-            token_lifetime: settings.token_lifetime.map(super::seconds),
-            leeway: super::seconds(settings.leeway),
+            userinfo_ttl: settings.userinfo_ttl,
+            token_lifetime: settings.token_lifetime,
+            leeway: settings.leeway,
             audiences: settings.audiences.clone(),
             retained_claims: retained_claims.to_vec(),
             http,
@@ -132,7 +132,7 @@ impl OpaqueUpstream {
             HttpFailure::Status(401 | 403) => {
                 ValidationError::Misconfigured("introspection refused our client credentials".into())
             }
-            other => from_http(other, "introspection"),
+            other => other.into_verdict("introspection"),
         })?;
         // RFC 7662 §2.2: only the JSON boolean `true` means active; anything else is not.
         let response: IntrospectionResponse = serde_json::from_value(raw)
@@ -149,11 +149,11 @@ impl OpaqueUpstream {
         {
             return Err(ValidationError::rejected("the token's audience is not accepted"));
         }
-        let expires_at = response.exp().map(|t| t.timestamp());
+        let expires_at = response.exp().map(|t| UnixTime::from_secs(t.timestamp()));
         if expires_at.is_some_and(|exp| exp <= now) {
             return Err(ValidationError::rejected("the token has expired"));
         }
-        if response.nbf().is_some_and(|nbf| nbf.timestamp() > now + self.leeway) {
+        if response.nbf().is_some_and(|nbf| UnixTime::from_secs(nbf.timestamp()) > now + self.leeway) {
             return Err(ValidationError::rejected("the token is not yet valid"));
         }
         Ok(Known {
@@ -177,7 +177,7 @@ impl OpaqueUpstream {
             // OIDC Core §5.3.3 with RFC 6750 §3.1: 401 (invalid_token), 403 (insufficient_scope)
             // and 400 (invalid_request) all say the token cannot be used: a verdict on the token.
             HttpFailure::Status(400 | 401 | 403) => ValidationError::rejected("userinfo refused the token"),
-            other => from_http(other, "userinfo"),
+            other => other.into_verdict("userinfo"),
         })
     }
 }
@@ -221,13 +221,6 @@ fn is_refresh_token(response: &IntrospectionResponse) -> bool {
             v == "refresh" || v == "refresh_token"
         })
     })
-}
-
-fn from_http(failure: HttpFailure, what: &str) -> ValidationError {
-    match failure {
-        HttpFailure::Unavailable { reason, retry_after_secs } => ValidationError::unavailable(reason, retry_after_secs),
-        other => ValidationError::Misconfigured(format!("{what}: {other}")),
-    }
 }
 
 /// RFC 6749 §2.3.1: both parts form-urlencoded before base64.

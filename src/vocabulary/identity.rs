@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::ScopeSet;
 use crate::clock::UnixTime;
-use crate::oauth::ScopeSet;
 
 /// What an upstream vouched for. Cached and shared between replicas, so it holds only what
 /// minting needs: never the token, never claims we were not asked to pass on.
@@ -25,7 +25,7 @@ pub struct ValidatedIdentity {
 }
 
 /// Claims kept whatever the configuration says, for RFC 9068 §2.2.1 and RFC 8693 §4.
-pub const ALWAYS_RETAINED_CLAIMS: &[&str] = &["auth_time", "acr", "amr", "act", "may_act"];
+const ALWAYS_RETAINED_CLAIMS: &[&str] = &["auth_time", "acr", "amr", "act", "may_act"];
 
 impl ValidatedIdentity {
     pub fn scope_set(&self) -> ScopeSet {

@@ -4,12 +4,21 @@ use sha2::{Digest, Sha256};
 
 /// A token presented by a caller. Its text is reachable only through [`Self::expose_secret`];
 /// everything that is logged, stored or used as a key is derived from its [`TokenDigest`].
-#[derive(Clone)]
+#[derive(Clone, serde::Deserialize)]
+#[serde(transparent)]
 pub struct SubjectToken(String);
 
 impl SubjectToken {
     pub fn new(token: String) -> Self {
         Self(token)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// For the two places that must send the token on: the upstream call and signature checks.

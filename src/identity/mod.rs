@@ -1,48 +1,42 @@
+//! Who is this token: routing to the one responsible upstream, the cache tiers (in process,
+//! then Redis), the TTL and negative-cache policy, single flight, revocation and purge by
+//! subject. Every door (`/token`, `/revoke`, `/admin/purge`) goes through [`IdentityService`].
+
+mod policy;
+mod routing;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
+pub use policy::CachePolicy;
+pub use routing::Routes;
+use routing::Route;
+
+use crate::cache::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
 use crate::clock::UnixTime;
-use crate::config::CacheSettings;
-use crate::subject::{SubjectToken, TokenDigest, ValidatedIdentity};
-use crate::upstream::{Route, Upstreams, ValidationError, Vouched};
-
-/// How long verdicts are kept, in seconds.
-#[derive(Debug, Clone, Copy)]
-pub struct CachePolicy {
-    pub max_ttl: i64,
-    pub negative_ttl: i64,
-    pub expiry_leeway: i64,
-}
-
-impl CachePolicy {
-    pub fn from_settings(settings: &CacheSettings) -> Self {
-        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        Self {
-            max_ttl: secs(settings.max_ttl),
-            negative_ttl: secs(settings.negative_ttl),
-            expiry_leeway: secs(settings.expiry_leeway),
-        }
-    }
-}
+use crate::metrics::Metrics;
+use crate::vocabulary::{SubjectToken, TokenDigest, ValidatedIdentity, ValidationError, Vouched};
 
 /// Turns a token into a validated identity: in-process cache, then the shared cache, then
 /// the one responsible upstream, remembering the answer as long as it may be trusted.
-pub struct IdentityResolver {
-    upstreams: Arc<Upstreams>,
+pub struct IdentityService {
+    routes: Routes,
     local: MemoryCache,
     shared: Option<Arc<dyn IdentityCache>>,
     policy: CachePolicy,
+    metrics: Metrics,
 }
 
-impl IdentityResolver {
+impl IdentityService {
     pub fn new(
-        upstreams: Arc<Upstreams>,
+        routes: Routes,
         local: MemoryCache,
         shared: Option<Arc<dyn IdentityCache>>,
         policy: CachePolicy,
+        metrics: Metrics,
     ) -> Self {
-        Self { upstreams, local, shared, policy }
+        Self { routes, local, shared, policy, metrics }
     }
 
     #[tracing::instrument(name = "resolve", skip_all, fields(token = %token.digest().fingerprint()))]
@@ -52,17 +46,17 @@ impl IdentityResolver {
         bound_upstream: Option<&str>,
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
-        let route = self.upstreams.route(token, bound_upstream)?;
+        let route = self.routes.route(token, bound_upstream)?;
         let digest = token.digest();
         let key = CacheKey::new(route.upstream_name().clone(), digest);
         if self.is_revoked_locally(&digest, now).await {
             return Err(revoked());
         }
         if let Some(entry) = self.local.get_usable(&key, now).await {
-            crate::metrics::cache_lookup("l1", if entry.identity().is_some() { "hit" } else { "negative_hit" });
+            self.metrics.cache_lookup("l1", hit_kind(&entry));
             return entry.to_result();
         }
-        crate::metrics::cache_lookup("l1", "miss");
+        self.metrics.cache_lookup("l1", "miss");
         let led = AtomicBool::new(false);
         let entry = self
             .local
@@ -72,7 +66,7 @@ impl IdentityResolver {
             })
             .await?;
         if !led.load(Ordering::Relaxed) {
-            crate::metrics::coalesced_wait();
+            self.metrics.coalesced_wait();
         }
         // A revocation that landed while the upstream was being asked wins over its answer.
         if self.is_revoked_locally(&digest, now).await {
@@ -96,16 +90,16 @@ impl IdentityResolver {
         if let Some(shared) = &self.shared {
             match shared.get(key).await {
                 Ok(Some(entry)) if entry.is_usable_at(now) => {
-                    crate::metrics::cache_lookup("l2", if entry.identity().is_some() { "hit" } else { "negative_hit" });
+                    self.metrics.cache_lookup("l2", hit_kind(&entry));
                     return Ok(entry);
                 }
-                Ok(_) => crate::metrics::cache_lookup("l2", "miss"),
+                Ok(_) => self.metrics.cache_lookup("l2", "miss"),
                 Err(_) => {} // counted and logged by the backend; carry on without it
             }
         }
         let entry = match route.validate(token, now).await {
             Ok(vouched) => self.positive_entry(vouched, key, now).await,
-            Err(ValidationError::Rejected(reason)) => CacheEntry::rejected(reason, now + self.policy.negative_ttl),
+            Err(ValidationError::Rejected(reason)) => self.policy.rejected(reason, now),
             // Transient or operator trouble: remembered nowhere, the next request asks again.
             Err(other) => return Err(other),
         };
@@ -115,36 +109,26 @@ impl IdentityResolver {
         Ok(entry)
     }
 
-    /// TTL = min(expiry − leeway, how long the answer may be trusted, `max_ttl`), computed
-    /// only now that the upstream has answered.
+    /// Computed only now that the upstream has answered. A provider's fixed token lifetime
+    /// counts from the first sighting of the token, shared between replicas.
     async fn positive_entry(&self, vouched: Vouched, key: &CacheKey, now: UnixTime) -> CacheEntry {
         let mut identity = vouched.identity;
         if identity.expires_at.is_none()
             && let Some(lifetime) = vouched.lifetime_from_first_sight
         {
-            let first_seen = self.first_seen(key, now, lifetime).await;
-            if first_seen + lifetime <= now {
-                return CacheEntry::rejected(
-                    "the token has outlived the provider's token lifetime",
-                    now + self.policy.negative_ttl,
-                );
+            let dies_at = self.first_seen(key, now, lifetime).await + lifetime;
+            if dies_at <= now {
+                return self.policy.rejected("the token has outlived the provider's token lifetime", now);
             }
-            identity.expires_at = Some(first_seen + lifetime);
+            identity.expires_at = Some(dies_at);
         }
-        let mut valid_until = now + self.policy.max_ttl;
-        if let Some(exp) = identity.expires_at {
-            valid_until = valid_until.min(exp - self.policy.expiry_leeway);
-        }
-        if let Some(trust_for) = vouched.trust_for {
-            valid_until = valid_until.min(now + trust_for);
-        }
-        CacheEntry::valid(identity, valid_until)
+        self.policy.valid(identity, vouched.trust_for, now)
     }
 
     /// The first sighting is shared through Redis when there is one, so every replica counts
     /// a provider's fixed lifetime from the same moment. It is remembered for twice that
     /// lifetime, so a token past it stays refused rather than starting a new life.
-    async fn first_seen(&self, key: &CacheKey, now: UnixTime, lifetime: i64) -> UnixTime {
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, lifetime: Duration) -> UnixTime {
         let remember_for = lifetime.saturating_mul(2);
         if let Some(shared) = &self.shared
             && let Ok(first) = shared.first_seen(key, now, remember_for).await
@@ -159,8 +143,7 @@ impl IdentityResolver {
     /// revocation could not be shared, so the caller can try again.
     pub async fn revoke(&self, token: &SubjectToken, now: UnixTime) -> Result<(), CacheError> {
         let digest = token.digest();
-        let keys: Vec<CacheKey> =
-            self.upstreams.names().iter().map(|name| CacheKey::new(name.as_str(), digest)).collect();
+        let keys: Vec<CacheKey> = self.routes.names().iter().map(|name| CacheKey::new(name.clone(), digest)).collect();
         let mut until = now + self.policy.max_ttl;
         for key in &keys {
             if let Some(exp) =
@@ -176,7 +159,7 @@ impl IdentityResolver {
             shared.publish(&Invalidation::Revoke { digest: digest.to_hex(), until }).await?;
             let _ = shared.remove(&keys).await;
         }
-        tracing::info!(security_event = "token_revoked", token = %digest.fingerprint(), until, "token revoked");
+        tracing::info!(security_event = "token_revoked", token = %digest.fingerprint(), %until, "token revoked");
         Ok(())
     }
 
@@ -203,6 +186,10 @@ impl IdentityResolver {
             None => None,
         }
     }
+}
+
+fn hit_kind(entry: &CacheEntry) -> &'static str {
+    if entry.identity().is_some() { "hit" } else { "negative_hit" }
 }
 
 fn revoked() -> ValidationError {

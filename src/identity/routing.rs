@@ -1,0 +1,81 @@
+//! Which one upstream is responsible for a token. A JWS whose `iss` names a JWT upstream is
+//! verified offline by it; anything else is opaque and goes to the caller's bound upstream or
+//! the default one, never to several in turn.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::clock::UnixTime;
+use crate::upstream::{JwtUpstream, OpaqueUpstream, unverified_issuer};
+use crate::vocabulary::{SubjectToken, ValidationError, Vouched};
+
+/// The one upstream responsible for a token.
+#[derive(Clone)]
+pub enum Route {
+    Jwt(Arc<JwtUpstream>),
+    Opaque(Arc<OpaqueUpstream>),
+}
+
+impl Route {
+    pub fn upstream_name(&self) -> &Arc<str> {
+        match self {
+            Self::Jwt(upstream) => upstream.name(),
+            Self::Opaque(upstream) => upstream.name(),
+        }
+    }
+
+    pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<Vouched, ValidationError> {
+        match self {
+            Self::Jwt(upstream) => upstream.validate(token, now).await,
+            Self::Opaque(upstream) => upstream.validate(token, now).await,
+        }
+    }
+}
+
+/// Every configured upstream, indexed the ways a subject token can lead to one.
+pub struct Routes {
+    by_issuer: HashMap<String, Arc<JwtUpstream>>,
+    opaque_by_name: HashMap<String, Arc<OpaqueUpstream>>,
+    default_opaque: Option<Arc<OpaqueUpstream>>,
+    names: Vec<Arc<str>>,
+}
+
+impl Routes {
+    /// `opaque` pairs each opaque upstream with whether it is the default for unbound clients.
+    pub fn new(jwt: Vec<Arc<JwtUpstream>>, opaque: Vec<(Arc<OpaqueUpstream>, bool)>) -> Self {
+        let mut names: Vec<Arc<str>> =
+            jwt.iter().map(|u| u.name().clone()).chain(opaque.iter().map(|(u, _)| u.name().clone())).collect();
+        names.sort();
+        names.dedup();
+        Self {
+            by_issuer: jwt.into_iter().map(|u| (u.issuer().to_owned(), u)).collect(),
+            default_opaque: opaque.iter().find(|(_, default)| *default).map(|(u, _)| u.clone()),
+            opaque_by_name: opaque.into_iter().map(|(u, _)| (u.name().to_string(), u)).collect(),
+            names,
+        }
+    }
+
+    /// Every upstream name, for dropping a token's cache entries whatever route it took.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    pub fn route(&self, token: &SubjectToken, bound_upstream: Option<&str>) -> Result<Route, ValidationError> {
+        if token.looks_like_jws()
+            && let Some(upstream) = unverified_issuer(token).and_then(|iss| self.by_issuer.get(&iss))
+        {
+            return Ok(Route::Jwt(upstream.clone()));
+        }
+        let opaque = match bound_upstream {
+            Some(name) => self.opaque_by_name.get(name),
+            None => self.default_opaque.as_ref(),
+        };
+        opaque.cloned().map(Route::Opaque).ok_or_else(|| {
+            if token.looks_like_jws() {
+                ValidationError::rejected("no configured upstream trusts the token's issuer")
+            } else {
+                ValidationError::rejected("no upstream accepts opaque tokens for this client")
+            }
+        })
+    }
+}

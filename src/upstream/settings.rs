@@ -1,0 +1,103 @@
+//! How an upstream is configured: its issuer, how its tokens are checked, and the HTTP client
+//! every upstream call goes through.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use url::Url;
+
+use crate::vocabulary::ClientSecret;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub name: String,
+    /// Exact `iss` of the subject tokens this upstream issues.
+    pub issuer: String,
+    /// JWKS location; discovered from the issuer's OpenID configuration when absent.
+    #[serde(default)]
+    pub jwks_uri: Option<Url>,
+    /// Accepted `aud` values of JWT subject tokens (at least one must match).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted from this upstream.
+    #[serde(default = "default_upstream_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "crate::clock::written")]
+    pub leeway: Duration,
+    /// Minimum time between two JWKS fetches triggered by an unknown `kid`.
+    #[serde(default = "default_jwks_cooldown", with = "crate::clock::written")]
+    pub jwks_refetch_cooldown: Duration,
+    /// How long a fetched JWKS is used before it is fetched again.
+    #[serde(default = "default_jwks_max_age", with = "crate::clock::written")]
+    pub jwks_max_age: Duration,
+    /// RFC 7662 introspection endpoint for opaque tokens.
+    #[serde(default)]
+    pub introspection_endpoint: Option<Url>,
+    /// OIDC userinfo endpoint for opaque tokens.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<Url>,
+    /// Credentials we present to the introspection endpoint.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<ClientSecret>,
+    #[serde(default)]
+    pub client_auth_method: UpstreamClientAuth,
+    /// How long a userinfo answer is trusted when nothing says when the token expires.
+    #[serde(default = "default_userinfo_ttl", with = "crate::clock::written")]
+    pub userinfo_ttl: Duration,
+    /// The provider's fixed token lifetime, counted from when we first saw a token.
+    #[serde(default, with = "crate::clock::written::optional")]
+    pub token_lifetime: Option<Duration>,
+    /// Use this upstream for opaque tokens of clients that name no upstream.
+    #[serde(default)]
+    pub default_for_opaque: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamClientAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamHttpSettings {
+    #[serde(with = "crate::clock::written")]
+    pub connect_timeout: Duration,
+    #[serde(with = "crate::clock::written")]
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+impl Default for UpstreamHttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+fn default_upstream_algorithms() -> Vec<Algorithm> {
+    vec![Algorithm::RS256, Algorithm::ES256]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_userinfo_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
