@@ -81,6 +81,7 @@ impl Clock for SystemClock {
         UnixTime(chrono::Utc::now().timestamp())
     }
 
+    #[expect(clippy::disallowed_methods, reason = "the system clock's sleeps are real ones")]
     fn sleep(&self, duration: Duration) -> Sleep<'_> {
         Box::pin(tokio::time::sleep(duration))
     }

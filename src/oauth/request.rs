@@ -20,7 +20,7 @@ const ISSUABLE_TYPES: [TokenType; 2] = [TokenType::AccessToken, TokenType::Jwt];
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenExchangeForm {
     /// `urn:ietf:params:oauth:grant-type:token-exchange`
-    #[schema(pattern = "^urn:ietf:params:oauth:grant-type:token-exchange$")]
+    #[schema(value_type = String, pattern = "^urn:ietf:params:oauth:grant-type:token-exchange$")]
     grant_type: Option<String>,
     /// The token to exchange.
     #[schema(value_type = String, min_length = 1, max_length = 16384)]
@@ -162,4 +162,33 @@ fn requested_token_type(value: &Option<String>) -> Result<TokenType, OAuthError>
 
 fn parse_scope(value: &str) -> Result<ScopeSet, OAuthError> {
     ScopeSet::parse(value).ok_or_else(|| OAuthError::InvalidScope("scope holds a malformed scope token".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema as _;
+
+    use super::*;
+
+    /// The pattern the document must state for a parameter that accepts exactly `types`.
+    fn pattern_of(types: &[TokenType]) -> String {
+        let names: Vec<&str> =
+            types.iter().map(|t| t.uri().trim_start_matches("urn:ietf:params:oauth:token-type:")).collect();
+        format!("^urn:ietf:params:oauth:token-type:({})$", names.join("|"))
+    }
+
+    /// The pattern of `name`, wherever the flattened form puts its own properties.
+    fn documented_pattern(name: &str) -> String {
+        let schema = serde_json::to_value(TokenExchangeForm::schema()).unwrap_or_default();
+        let parts = schema["allOf"].as_array().cloned().unwrap_or_else(|| vec![schema.clone()]);
+        let property = parts.iter().map(|part| &part["properties"][name]).find(|p| !p.is_null());
+        property.and_then(|p| p["pattern"].as_str()).unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn the_documented_token_type_patterns_are_the_ones_the_parser_accepts() {
+        assert_eq!(documented_pattern("subject_token_type"), pattern_of(&ACCEPTED_INPUT_TYPES));
+        assert_eq!(documented_pattern("actor_token_type"), pattern_of(&ACCEPTED_INPUT_TYPES));
+        assert_eq!(documented_pattern("requested_token_type"), pattern_of(&ISSUABLE_TYPES));
+    }
 }
