@@ -21,13 +21,17 @@ use crate::identity::{IdentityService, Routes};
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
-use crate::state::AppState;
+use crate::state::{AppState, BodyLimits};
 use crate::storage::Database;
 use crate::upstream::{JwtUpstream, OpaqueUpstream, UpstreamHttp};
+
+/// How long a client may take to send its request headers (actix answers 408 after it).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A built, listening, not yet running server.
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
     database: Database,
 }
@@ -47,15 +51,24 @@ impl Application {
                 .context("loading signing keys")?,
         );
         tokio::spawn(maintain_keys(keys.clone(), clock.clone(), settings.keys.refresh_interval));
-        let http_client = Arc::new(
-            UpstreamHttp::new(&settings.upstream_http, metrics.clone()).context("building the HTTP client")?,
-        );
+        let http_client =
+            Arc::new(UpstreamHttp::new(&settings.upstream_http, metrics.clone()).context("building the HTTP client")?);
         let routes = upstream_routes(&settings, &http_client);
         let identities = Arc::new(identity_service(&settings, routes, clock.clone(), metrics.clone())?);
         let clients = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
             .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
         let exchange = ExchangeService::new(identities.clone(), keys.clone(), settings.minting(), clock.clone());
         let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings));
+        let listener = TcpListener::bind(settings.server.listen)
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let metrics_listener = match settings.server.metrics_listen {
+            Some(address) => {
+                Some(TcpListener::bind(address).with_context(|| format!("cannot listen on {address} for metrics"))?)
+            }
+            None => None,
+        };
+        let metrics_port = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?.map(|a| a.port());
         let state = web::Data::new(AppState {
             clients,
             exchange,
@@ -64,13 +77,14 @@ impl Application {
             keys,
             database: database.clone(),
             metadata,
-            max_body_bytes: settings.server.max_body_bytes,
+            bodies: BodyLimits {
+                max_bytes: settings.server.max_body_bytes,
+                read_timeout: settings.server.body_read_timeout,
+            },
+            metrics_port,
             clock,
         });
 
-        let listener = TcpListener::bind(settings.server.listen)
-            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-        let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
             App::new()
                 .into_utoipa_app()
@@ -82,25 +96,39 @@ impl Application {
                     app.configure(http::undocumented_routes)
                         .service(web::redirect("/swagger-ui", "/swagger-ui/"))
                         .default_service(web::to(http::not_found))
+                        .wrap(actix_web::middleware::from_fn(http::head_as_get))
+                        .wrap(actix_web::middleware::from_fn(http::listener_gate))
+                        .wrap(http::security_headers())
                         .wrap(actix_web::middleware::from_fn(crate::telemetry::access_log))
                         .wrap(TracingLogger::<crate::telemetry::RedactedRootSpan>::new())
                 })
                 .into_app()
         })
         .shutdown_timeout(10)
+        .max_connections(settings.server.max_connections_per_worker)
+        .client_request_timeout(HEADER_READ_TIMEOUT)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
         .disable_signals()
         .listen(listener)?;
+        if let Some(metrics_listener) = metrics_listener {
+            server = server.listen(metrics_listener)?;
+        }
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers);
         }
         let server = server.run();
         stop_on_signal(server.handle())?;
-        tracing::info!(port, issuer = %settings.server.issuer, "token-exchange listening");
-        Ok(Self { port, server, database })
+        tracing::info!(port, metrics_port, issuer = %settings.server.issuer, "token-exchange listening");
+        Ok(Self { port, metrics_port, server, database })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate metrics listener (`server.metrics_listen`), if any.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     /// Serves until SIGTERM or SIGINT, then drains in-flight requests (graceful shutdown).

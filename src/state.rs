@@ -11,6 +11,14 @@ use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
 use crate::storage::Database;
 
+/// How much of a request body we wait for, and how long.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// From the end of the headers to the last byte of the body.
+    pub read_timeout: std::time::Duration,
+}
+
 pub struct AppState {
     pub clients: ClientRegistry,
     pub exchange: ExchangeService,
@@ -19,6 +27,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub database: Database,
     pub metadata: ServerMetadata,
-    pub max_body_bytes: usize,
+    pub bodies: BodyLimits,
+    /// The port of the separate metrics listener, when there is one.
+    pub metrics_port: Option<u16>,
     pub clock: SharedClock,
 }

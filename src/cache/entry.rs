@@ -20,6 +20,10 @@ impl CacheKey {
         Self { upstream: upstream.into(), digest }
     }
 
+    pub fn digest(&self) -> &TokenDigest {
+        &self.digest
+    }
+
     /// `upstream:hex-digest`, the form used in Redis keys and invalidation messages.
     pub fn to_wire(&self) -> String {
         format!("{}:{}", self.upstream, self.digest.to_hex())

@@ -61,6 +61,8 @@ pub struct MemoryCache {
     first_seen: Cache<CacheKey, (UnixTime, Duration)>,
     /// Revoked token digests and until when.
     revoked: Cache<TokenDigest, (UnixTime, Duration)>,
+    /// Which client exchanged which token, for RFC 7009 revocation rights.
+    exchanged: Cache<(TokenDigest, Arc<str>), (UnixTime, Duration)>,
 }
 
 impl MemoryCache {
@@ -69,6 +71,7 @@ impl MemoryCache {
             entries: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
             first_seen: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
             revoked: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
+            exchanged: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
         }
     }
 
@@ -99,6 +102,12 @@ impl MemoryCache {
 
     pub async fn insert(&self, key: CacheKey, entry: CacheEntry, now: UnixTime) {
         self.entries.insert(key, Stored::new(entry, now)).await;
+    }
+
+    /// Forgets every entry (never a revocation): after the invalidation channel was lost,
+    /// anything held may have been revoked or purged elsewhere in the meantime.
+    pub fn drop_all_entries(&self) {
+        self.entries.invalidate_all();
     }
 
     pub async fn drop_keys(&self, keys: &[CacheKey]) {
@@ -148,8 +157,23 @@ impl IdentityCache for MemoryCache {
         Ok(())
     }
 
-    async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError> {
-        Ok(self.revoked.get(digest).await.is_some_and(|(until, _)| until > now))
+    async fn revoked_until(&self, digest: &TokenDigest, now: UnixTime) -> Result<Option<UnixTime>, CacheError> {
+        Ok(self.revoked.get(digest).await.map(|(until, _)| until).filter(|until| *until > now))
+    }
+
+    async fn record_exchange(
+        &self,
+        digest: &TokenDigest,
+        client_id: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), CacheError> {
+        self.exchanged.insert((*digest, client_id.into()), (until, now.until(until))).await;
+        Ok(())
+    }
+
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
+        Ok(self.exchanged.contains_key(&(*digest, client_id.into())))
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {

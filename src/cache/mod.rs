@@ -18,6 +18,13 @@ pub use redis::{BACKOFF, RedisCache, RedisSettings};
 use crate::clock::UnixTime;
 use crate::vocabulary::TokenDigest;
 
+/// What a backend knows of one token under one upstream.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    pub entry: Option<CacheEntry>,
+    pub revoked_until: Option<UnixTime>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache backend unavailable: {0}")]
@@ -41,14 +48,36 @@ pub trait IdentityCache: Send + Sync {
 
     /// When the token behind `key` was first seen: `now` unless recorded earlier, remembered
     /// for `remember_for`.
-    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration)
-    -> Result<UnixTime, CacheError>;
+    async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration) -> Result<UnixTime, CacheError>;
 
     /// Records that the token with `digest` is revoked until `until`. Kept apart from the
     /// entries, so no cache write, however late, can undo it.
     async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError>;
 
-    async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError>;
+    /// Until when the token with `digest` is revoked, if it is at `now`.
+    async fn revoked_until(&self, digest: &TokenDigest, now: UnixTime) -> Result<Option<UnixTime>, CacheError>;
+
+    async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError> {
+        Ok(self.revoked_until(digest, now).await?.is_some())
+    }
+
+    /// The entry for `key` and whether its token is revoked, in one trip where the backend can.
+    async fn lookup(&self, key: &CacheKey, now: UnixTime) -> Result<Lookup, CacheError> {
+        let revoked_until = self.revoked_until(key.digest(), now).await?;
+        Ok(Lookup { entry: self.get(key).await?, revoked_until })
+    }
+
+    /// Remembers until `until` that `client_id` exchanged the token with `digest`: RFC 7009
+    /// §2.1 lets a client revoke only what was issued to it.
+    async fn record_exchange(
+        &self,
+        digest: &TokenDigest,
+        client_id: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), CacheError>;
+
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError>;
 
     /// Drops every entry of one subject (optionally of one issuer); returns how many.
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError>;

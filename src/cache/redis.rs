@@ -6,7 +6,7 @@ use deadpool_redis::{Config, Pool, Runtime};
 use futures_util::StreamExt as _;
 
 use super::entry::is_entry_of_subject;
-use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
+use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lookup, MemoryCache, subject_digest};
 use crate::clock::{Clock, SharedClock, UnixTime};
 use crate::metrics::Metrics;
 use crate::vocabulary::TokenDigest;
@@ -88,6 +88,10 @@ impl RedisCache {
         format!("{}:v1:revoked:{}", self.prefix, digest.to_hex())
     }
 
+    fn exchanged_key(&self, digest: &TokenDigest) -> String {
+        format!("{}:v1:exchanged:{}", self.prefix, digest.to_hex())
+    }
+
     fn subject_key(&self, subject_digest_hex: &str) -> String {
         format!("{}:v1:sub:{subject_digest_hex}", self.prefix)
     }
@@ -141,6 +145,8 @@ impl RedisCache {
         let client = redis::Client::open(url)?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
+        // Whatever was published while we were not listening is lost: start from Redis again.
+        local.drop_all_entries();
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let Ok(payload) = message.get_payload::<String>() else { continue };
@@ -195,7 +201,8 @@ impl IdentityCache for RedisCache {
         let redis_key = self.seen_key(key);
         let remember = remember_for.as_secs().max(1);
         // SET NX GET: records `now` unless a sighting exists, and returns the earlier one.
-        let set = command("SET").arg(&redis_key).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
+        let set =
+            command("SET").arg(&redis_key).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
         let earlier: Option<i64> = self.run("first_seen", Query::Command(set)).await?;
         Ok(earlier.map_or(now, UnixTime::from_secs))
     }
@@ -206,10 +213,41 @@ impl IdentityCache for RedisCache {
         self.run("revoke", Query::Command(set)).await
     }
 
-    async fn is_revoked(&self, digest: &TokenDigest, now: UnixTime) -> Result<bool, CacheError> {
+    async fn revoked_until(&self, digest: &TokenDigest, now: UnixTime) -> Result<Option<UnixTime>, CacheError> {
         let until: Option<i64> =
             self.run("is_revoked", Query::Command(command("GET").arg(self.revoked_key(digest)).clone())).await?;
-        Ok(until.is_some_and(|until| UnixTime::from_secs(until) > now))
+        Ok(until.map(UnixTime::from_secs).filter(|until| *until > now))
+    }
+
+    /// Entry and revocation in one round trip.
+    async fn lookup(&self, key: &CacheKey, now: UnixTime) -> Result<Lookup, CacheError> {
+        let mget = command("MGET").arg(self.entry_key(key)).arg(self.revoked_key(key.digest())).clone();
+        let (entry, until): (Option<Vec<u8>>, Option<i64>) = self.run("lookup", Query::Command(mget)).await?;
+        Ok(Lookup {
+            // An entry of another version or shape is a miss, to be overwritten.
+            entry: entry.and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+            revoked_until: until.map(UnixTime::from_secs).filter(|until| *until > now),
+        })
+    }
+
+    async fn record_exchange(
+        &self,
+        digest: &TokenDigest,
+        client_id: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), CacheError> {
+        let key = self.exchanged_key(digest);
+        let seconds = i64::try_from(now.until(until).as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.sadd(&key, client_id).ignore();
+        pipe.expire(&key, seconds).ignore();
+        self.run("record_exchange", Query::Pipeline(pipe)).await
+    }
+
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
+        let ismember = command("SISMEMBER").arg(self.exchanged_key(digest)).arg(client_id).clone();
+        self.run("was_exchanged_by", Query::Command(ismember)).await
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {

@@ -3,6 +3,7 @@
 //! after repeated failures (RFC 6749 §2.3.1 asks for brute-force protection).
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -71,28 +72,43 @@ const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<RegisteredClient>>,
+    /// Verified against when the client id is unknown, so unknown and known ids cost the same.
+    decoy_hash: String,
     /// Per-process key for remembering verdicts on secrets without keeping the secrets.
     memo_key: hmac::Key,
-    /// (client, keyed digest of the presented secret) → argon2 verdict.
-    verdicts: moka::future::Cache<(String, Vec<u8>), bool>,
-    failures: moka::future::Cache<String, Arc<AtomicU32>>,
+    /// Secrets that verified: kept until evicted by other verified secrets, never by time or by
+    /// anyone's failures, so the real client is never locked out once it has authenticated.
+    verified: moka::future::Cache<MemoKey, ()>,
+    /// Every verdict, shared by concurrent verifications of one secret; wrong ones are
+    /// remembered for an hour so a repeated wrong secret costs nothing and counts once.
+    verdicts: moka::future::Cache<MemoKey, bool>,
+    /// New wrong secrets per client id and peer address in the current window.
+    failures: moka::future::Cache<(String, Option<IpAddr>), Arc<AtomicU32>>,
     max_failures: u32,
     /// argon2 verifications running at once, process-wide.
     verifications: tokio::sync::Semaphore,
 }
+
+/// (client id, keyed digest of the presented secret).
+type MemoKey = (String, Vec<u8>);
 
 impl ClientRegistry {
     pub fn new(
         clients: &[ClientSettings],
         max_failures_per_minute: u32,
     ) -> Result<Self, aws_lc_rs::error::Unspecified> {
-        let memo_key = hmac::Key::generate(hmac::HMAC_SHA256, &rand::SystemRandom::new())?;
+        let random = rand::SystemRandom::new();
+        let memo_key = hmac::Key::generate(hmac::HMAC_SHA256, &random)?;
+        let mut decoy = [0u8; 32];
+        rand::SecureRandom::fill(&random, &mut decoy)?;
         Ok(Self {
             clients: clients
                 .iter()
                 .map(|c| (c.client_id.clone(), Arc::new(RegisteredClient::from_settings(c))))
                 .collect(),
+            decoy_hash: hash_secret(&crate::vocabulary::hex(&decoy)).map_err(|_| aws_lc_rs::error::Unspecified)?,
             memo_key,
+            verified: moka::future::Cache::builder().max_capacity(10_000).build(),
             verdicts: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -103,45 +119,54 @@ impl ClientRegistry {
         })
     }
 
-    /// Checks the presented secret; unknown clients and wrong secrets look alike to the caller.
-    pub async fn authenticate(&self, credentials: &ClientCredentials) -> Result<Arc<RegisteredClient>, OAuthError> {
+    /// Checks the presented secret of a request from `peer`. Unknown client ids go through the
+    /// same verification (against a decoy hash) and the same failure count as wrong secrets, so
+    /// the two look alike in status and timing.
+    pub async fn authenticate(
+        &self,
+        credentials: &ClientCredentials,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<RegisteredClient>, OAuthError> {
         let rejected = || OAuthError::invalid_client("client authentication failed", Some(credentials.method));
-        let registered = (credentials.client_id.len() <= MAX_CLIENT_ID_BYTES)
-            .then(|| self.clients.get(&credentials.client_id))
-            .flatten();
-        // Unknown ids are not counted: the count would grow with what strangers send.
-        let Some(client) = registered else {
+        if credentials.client_id.len() > MAX_CLIENT_ID_BYTES {
             return Err(rejected());
-        };
-        match self.secret_matches(client, credentials).await {
-            Ok(true) => Ok(client.clone()),
+        }
+        let client = self.clients.get(&credentials.client_id);
+        let hash = client.map_or(&self.decoy_hash, |c| &c.secret_hash);
+        match self.secret_matches(&credentials.client_id, hash, &credentials.secret, peer).await {
+            Ok(true) => client.cloned().ok_or_else(rejected),
             Ok(false) => Err(rejected()),
             Err(VerifyError::LockedOut) => Err(OAuthError::TooManyAttempts { retry_after: LOCKOUT_WINDOW }),
-            Err(VerifyError::Busy) => Err(OAuthError::unavailable(
-                "too many client authentications at once",
-                Some(Duration::from_secs(1)),
-            )),
+            Err(VerifyError::Busy) => {
+                Err(OAuthError::unavailable("too many client authentications at once", Some(Duration::from_secs(1))))
+            }
         }
     }
 
-    /// A remembered verdict answers at once. Otherwise argon2 runs once per client and
+    /// A remembered verdict answers at once. Otherwise argon2 runs once per client id and
     /// presented secret per process (concurrent requests with the same secret share the run),
-    /// only while the client is under its failure limit, and only as many at a time as there
-    /// are cores. The memo is keyed by an HMAC under a per-process random key, so neither the
-    /// secret nor anything an attacker could test offline is kept.
+    /// only while the (client id, peer) pair is under its failure limit, and only as many at a
+    /// time as there are cores. The memo is keyed by an HMAC under a per-process random key, so
+    /// neither the secret nor anything an attacker could test offline is kept.
     async fn secret_matches(
         &self,
-        client: &RegisteredClient,
-        credentials: &ClientCredentials,
+        client_id: &str,
+        hash: &str,
+        secret: &ClientSecret,
+        peer: Option<IpAddr>,
     ) -> Result<bool, VerifyError> {
-        let presented = hmac::sign(&self.memo_key, credentials.secret.expose_secret().as_bytes());
-        let key = (client.client_id.clone(), presented.as_ref().to_vec());
+        let presented = hmac::sign(&self.memo_key, secret.expose_secret().as_bytes());
+        let key = (client_id.to_owned(), presented.as_ref().to_vec());
+        if self.verified.contains_key(&key) {
+            return Ok(true);
+        }
         if let Some(verdict) = self.verdicts.get(&key).await {
             return Ok(verdict);
         }
-        let attempts = self.failures.get_with(client.client_id.clone(), async { Arc::new(AtomicU32::new(0)) }).await;
-        let hash = client.secret_hash.clone();
-        let secret = credentials.secret.clone();
+        let attempts =
+            self.failures.get_with((client_id.to_owned(), peer), async { Arc::new(AtomicU32::new(0)) }).await;
+        let hash = hash.to_owned();
+        let secret = secret.clone();
         let verification = async move {
             // The attempt is counted before it runs, so a burst cannot exceed the limit.
             if attempts.fetch_add(1, Ordering::SeqCst) >= self.max_failures {
@@ -154,7 +179,11 @@ impl ClientRegistry {
             }
             verdict
         };
-        self.verdicts.try_get_with(key, verification).await.map_err(|e| *e)
+        let verdict = self.verdicts.try_get_with(key.clone(), verification).await.map_err(|e| *e)?;
+        if verdict {
+            self.verified.insert(key, ()).await;
+        }
+        Ok(verdict)
     }
 
     async fn verify(&self, hash: String, secret: ClientSecret) -> Result<bool, VerifyError> {

@@ -37,10 +37,19 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// A separate address for `GET /metrics` (for example on an internal interface); when set,
+    /// `/metrics` is served there only, and nothing else is.
+    pub metrics_listen: Option<SocketAddr>,
     /// `iss` of minted tokens and base URL of the published metadata.
     pub issuer: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive once the headers are in (a slow body is
+    /// answered 408 and its connection closed).
+    #[serde(with = "crate::clock::written")]
+    pub body_read_timeout: Duration,
+    /// Connections each worker holds open at once; more wait in the kernel's accept queue.
+    pub max_connections_per_worker: usize,
     /// Worker threads; defaults to the number of cores.
     pub workers: Option<usize>,
     /// Failed client authentications tolerated per client and minute before it is locked out.
@@ -102,8 +111,11 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             issuer: "https://token-exchange.internal".into(),
             max_body_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(5),
+            max_connections_per_worker: 2048,
             workers: None,
             max_failed_client_auth_per_minute: 10,
         }

@@ -24,6 +24,12 @@ impl Settings {
         if self.server.max_body_bytes < 1024 {
             fail("server.max_body_bytes".into(), "must be at least 1024");
         }
+        if self.server.body_read_timeout.is_zero() {
+            fail("server.body_read_timeout".into(), "must be greater than zero");
+        }
+        if self.server.max_connections_per_worker == 0 {
+            fail("server.max_connections_per_worker".into(), "must be at least 1");
+        }
         if self.server.workers == Some(0) {
             fail("server.workers".into(), "must be at least 1");
         }

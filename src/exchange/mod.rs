@@ -63,7 +63,12 @@ pub struct ExchangeService {
 }
 
 impl ExchangeService {
-    pub fn new(identities: Arc<IdentityService>, keys: Arc<KeyRing>, settings: MintSettings, clock: SharedClock) -> Self {
+    pub fn new(
+        identities: Arc<IdentityService>,
+        keys: Arc<KeyRing>,
+        settings: MintSettings,
+        clock: SharedClock,
+    ) -> Self {
         let reuse = settings.reuse_minted.then(|| reuse::MintedTokens::new(100_000, settings.ttl));
         Self { identities, keys, settings, clock, reuse }
     }
@@ -79,6 +84,7 @@ impl ExchangeService {
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
         let grant = self.authorize(client, &request, now).await?;
+        self.identities.record_exchange(&request.subject.token, &client.client_id, &grant.subject, now).await;
         let (access_token, expires_at) = self.token_for(client, &request, &grant, now).await?;
         tracing::debug!(sub = %grant.subject.subject, upstream = %grant.subject.upstream, "token issued");
         Ok(IssuedToken {
@@ -106,6 +112,7 @@ impl ExchangeService {
             None => None,
         };
         if let Some(actor) = &actor {
+            policy::check_client_upstream(client, actor)?;
             policy::check_may_act(&subject, actor)?;
         }
         let scope = policy::granted_scope(request.scope.as_ref(), &subject.scope_set(), &client.scopes)?;
@@ -143,8 +150,9 @@ impl ExchangeService {
 
     /// Signs a new token that ends no later than the subject token.
     fn mint(&self, client: &RegisteredClient, grant: &Grant, now: UnixTime) -> Result<(String, UnixTime), OAuthError> {
-        let latest = now + self.settings.ttl;
-        let expires_at = grant.subject.expires_at.map_or(latest, |exp| exp.min(latest));
+        // No minted token outlives the subject token, nor the actor's.
+        let expiries = [grant.subject.expires_at, grant.actor.as_ref().and_then(|actor| actor.expires_at)];
+        let expires_at = expiries.into_iter().flatten().fold(now + self.settings.ttl, UnixTime::min);
         if expires_at <= now {
             return Err(OAuthError::InvalidToken { parameter: "subject_token", reason: "it has expired".into() });
         }

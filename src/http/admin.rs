@@ -45,7 +45,7 @@ pub async fn purge(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form: PurgeForm = read_form(&request, body, state.max_body_bytes).await?;
+    let form: PurgeForm = read_form(&request, body, &state.bodies).await?;
     let client = authenticated_client(&request, &form.client, &state).await?;
     if !client.admin {
         return Err(OAuthError::UnauthorizedClient("this client may not purge the cache".into()));

@@ -13,7 +13,12 @@ pub async fn authenticated_client(
     body: &ClientAuthFields,
     state: &AppState,
 ) -> Result<Arc<RegisteredClient>, OAuthError> {
-    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+    let mut headers = request.headers().get_all(AUTHORIZATION);
+    let authorization = headers.next().map(|v| v.to_str().unwrap_or(""));
+    if headers.next().is_some() {
+        return Err(OAuthError::invalid_request("the Authorization header is repeated"));
+    }
     let credentials = ClientCredentials::from_request(authorization, body)?;
-    state.clients.authenticate(&credentials).await
+    let peer = request.peer_addr().map(|address| address.ip().to_canonical());
+    state.clients.authenticate(&credentials, peer).await
 }

@@ -25,6 +25,9 @@ impl ResponseError for OAuthError {
         if let Some(wait) = self.retry_after() {
             response.insert_header((RETRY_AFTER, wait.as_secs().to_string()));
         }
+        if matches!(self, OAuthError::BodyTimeout) {
+            response.force_close();
+        }
         response.json(self.to_response())
     }
 }

@@ -4,6 +4,7 @@ use actix_web::web::Payload;
 use serde::de::DeserializeOwned;
 
 use crate::oauth::{OAuthError, decode_form};
+use crate::state::BodyLimits;
 
 /// Parameters that must never travel in a URI, where proxies and logs would keep them.
 const NEVER_IN_QUERY: &[&str] = &["client_secret", "subject_token", "actor_token", "token", "client_assertion"];
@@ -13,7 +14,7 @@ const NEVER_IN_QUERY: &[&str] = &["client_secret", "subject_token", "actor_token
 pub async fn read_form<T: DeserializeOwned>(
     request: &HttpRequest,
     payload: Payload,
-    limit: usize,
+    limits: &BodyLimits,
 ) -> Result<T, OAuthError> {
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
@@ -21,9 +22,10 @@ pub async fn read_form<T: DeserializeOwned>(
         return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
     }
     reject_secrets_in_query(request.query_string())?;
-    let body = payload
-        .to_bytes_limited(limit)
+    // A slow body would hold the connection (and its memory) before anyone is authenticated.
+    let body = tokio::time::timeout(limits.read_timeout, payload.to_bytes_limited(limits.max_bytes))
         .await
+        .map_err(|_| OAuthError::BodyTimeout)?
         .map_err(|_| OAuthError::invalid_request("the request body is too large"))?
         .map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
     decode_form(&body)

@@ -9,6 +9,7 @@ mod health;
 mod jwks;
 mod metadata;
 mod metrics;
+mod middleware;
 mod revoke;
 mod token;
 
@@ -17,6 +18,7 @@ use actix_web::{HttpResponse, HttpResponseBuilder, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use docs::{ApiDoc, openapi};
+pub use middleware::{head_as_get, listener_gate, security_headers};
 
 use crate::oauth::OAuthError;
 

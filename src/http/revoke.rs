@@ -5,11 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, post, web};
 use super::client_auth::authenticated_client;
 use super::form::read_form;
 use super::no_store;
+use crate::identity::Revoker;
 use crate::oauth::{ErrorResponse, OAuthError, RevocationForm, RevocationRequest};
 use crate::state::AppState;
 
 /// Revoke a subject token (RFC 7009): its cached identity is dropped on every replica and the
-/// token is refused from now on. Answers 200 for unknown tokens too.
+/// token is refused from now on. A client revokes only tokens it exchanged, an admin client any;
+/// every other request, and unknown tokens, are answered 200 and change nothing (§2.1, §2.2).
 #[utoipa::path(
     post,
     path = "/revoke",
@@ -30,10 +32,11 @@ pub async fn revoke(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let form: RevocationForm = read_form(&request, body, state.max_body_bytes).await?;
-    authenticated_client(&request, &form.client, &state).await?;
+    let form: RevocationForm = read_form(&request, body, &state.bodies).await?;
+    let client = authenticated_client(&request, &form.client, &state).await?;
     let revocation = RevocationRequest::try_from(form)?;
-    state.identities.revoke(&revocation.token, state.clock.now()).await.map_err(|error| {
+    let revoker = Revoker { client_id: &client.client_id, may_revoke_any: client.admin };
+    state.identities.revoke(&revocation.token, revoker, state.clock.now()).await.map_err(|error| {
         OAuthError::unavailable_because(
             "the revocation could not be recorded everywhere; try again",
             Some(Duration::from_secs(1)),

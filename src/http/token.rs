@@ -46,7 +46,7 @@ async fn issue(
     state: &AppState,
     client_id: &mut Option<String>,
 ) -> Result<IssuedToken, OAuthError> {
-    let form: TokenExchangeForm = read_form(request, body, state.max_body_bytes).await?;
+    let form: TokenExchangeForm = read_form(request, body, &state.bodies).await?;
     let client = authenticated_client(request, &form.client, state).await?;
     *client_id = Some(client.client_id.clone());
     let exchange = ExchangeRequest::try_from(form)?;

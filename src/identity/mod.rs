@@ -10,12 +10,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use policy::CachePolicy;
-pub use routing::Routes;
-use routing::Route;
 
-use crate::cache::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
+/// Who asks for a revocation, as far as RFC 7009 §2.1 cares.
+#[derive(Debug, Clone, Copy)]
+pub struct Revoker<'a> {
+    pub client_id: &'a str,
+    /// Admin clients may revoke any token, also ones they never exchanged.
+    pub may_revoke_any: bool,
+}
+
+/// What a revocation request did. Both are answered 200 (RFC 7009 §2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Revoked,
+    NotEntitled,
+}
+
+/// A cap on how long a revocation is kept, however far away a token's unverified `exp` is.
+const LONGEST_REVOCATION: Duration = Duration::from_secs(366 * 24 * 3600);
+use routing::Route;
+pub use routing::Routes;
+
+use crate::cache::{
+    CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lookup, MemoryCache, subject_digest,
+};
 use crate::clock::UnixTime;
 use crate::metrics::Metrics;
+use crate::upstream::unverified_claims;
 use crate::vocabulary::{SubjectToken, TokenDigest, ValidatedIdentity, ValidationError, Vouched};
 
 /// Turns a token into a validated identity: in-process cache, then the shared cache, then
@@ -88,8 +109,13 @@ impl IdentityService {
         now: UnixTime,
     ) -> Result<CacheEntry, ValidationError> {
         if let Some(shared) = &self.shared {
-            match shared.get(key).await {
-                Ok(Some(entry)) if entry.is_usable_at(now) => {
+            match shared.lookup(key, now).await {
+                // Revocations outlive restarts and reach replicas that never saw the message.
+                Ok(Lookup { revoked_until: Some(until), .. }) => {
+                    let _ = self.local.revoke(key.digest(), until, now).await;
+                    return Err(revoked());
+                }
+                Ok(Lookup { entry: Some(entry), .. }) if entry.is_usable_at(now) => {
                     self.metrics.cache_lookup("l2", hit_kind(&entry));
                     return Ok(entry);
                 }
@@ -138,20 +164,49 @@ impl IdentityService {
         self.local.first_seen(key, now, remember_for).await.unwrap_or(now)
     }
 
-    /// RFC 7009: refuse the token from now on, here and on every replica, for as long as it
-    /// could live (at least `max_ttl`), and drop what is cached of it. Fails when the
-    /// revocation could not be shared, so the caller can try again.
-    pub async fn revoke(&self, token: &SubjectToken, now: UnixTime) -> Result<(), CacheError> {
+    /// Remembers that `client_id` exchanged `token`, for as long as the token may be used:
+    /// only then may that client revoke it. Written to Redis once per process and pair.
+    pub async fn record_exchange(
+        &self,
+        token: &SubjectToken,
+        client_id: &str,
+        identity: &ValidatedIdentity,
+        now: UnixTime,
+    ) {
         let digest = token.digest();
+        if self.local.was_exchanged_by(&digest, client_id).await.unwrap_or(false) {
+            return;
+        }
+        let until = self.revocation_horizon(now, identity.expires_at);
+        let _ = self.local.record_exchange(&digest, client_id, until, now).await;
+        if let Some(shared) = &self.shared {
+            let _ = shared.record_exchange(&digest, client_id, until, now).await;
+        }
+    }
+
+    /// RFC 7009: refuse the token from now on, here and on every replica, for as long as it
+    /// could live (at least `max_ttl`), and drop what is cached of it. A client may revoke only
+    /// tokens it exchanged (§2.1), an admin client any; other requests change nothing. Fails
+    /// when the revocation could not be shared, so the caller can try again.
+    pub async fn revoke(
+        &self,
+        token: &SubjectToken,
+        revoker: Revoker<'_>,
+        now: UnixTime,
+    ) -> Result<Revocation, CacheError> {
+        let digest = token.digest();
+        if !revoker.may_revoke_any && !self.was_exchanged_by(&digest, revoker.client_id).await {
+            tracing::info!(security_event = "revocation_ignored", token = %digest.fingerprint(), client_id = revoker.client_id, "revocation of a token the client never exchanged");
+            return Ok(Revocation::NotEntitled);
+        }
         let keys: Vec<CacheKey> = self.routes.names().iter().map(|name| CacheKey::new(name.clone(), digest)).collect();
-        let mut until = now + self.policy.max_ttl;
+        let mut known_expiry = unverified_claims(token).and_then(|claims| claims.expires_at());
         for key in &keys {
-            if let Some(exp) =
-                self.local.get_usable(key, now).await.and_then(|e| e.identity().and_then(|i| i.expires_at))
-            {
-                until = until.max(exp);
+            if let Some(exp) = self.cached_expiry(key, now).await {
+                known_expiry = known_expiry.max(Some(exp));
             }
         }
+        let until = self.revocation_horizon(now, known_expiry);
         self.local.revoke(&digest, until, now).await?;
         self.local.drop_keys(&keys).await;
         if let Some(shared) = &self.shared {
@@ -160,7 +215,35 @@ impl IdentityService {
             let _ = shared.remove(&keys).await;
         }
         tracing::info!(security_event = "token_revoked", token = %digest.fingerprint(), %until, "token revoked");
-        Ok(())
+        Ok(Revocation::Revoked)
+    }
+
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> bool {
+        if self.local.was_exchanged_by(digest, client_id).await.unwrap_or(false) {
+            return true;
+        }
+        match &self.shared {
+            Some(shared) => shared.was_exchanged_by(digest, client_id).await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// The subject token's expiry as any tier remembers it.
+    async fn cached_expiry(&self, key: &CacheKey, now: UnixTime) -> Option<UnixTime> {
+        let expiry = |entry: &CacheEntry| entry.identity().and_then(|identity| identity.expires_at);
+        if let Some(entry) = self.local.get_usable(key, now).await {
+            return expiry(&entry);
+        }
+        let shared = self.shared.as_ref()?;
+        shared.get(key).await.ok().flatten().as_ref().and_then(expiry)
+    }
+
+    /// How long a token may still be presented: until its expiry when known, never less than
+    /// `max_ttl` (the longest we would trust an answer about it), and never beyond a year,
+    /// whatever an unverified `exp` claims.
+    fn revocation_horizon(&self, now: UnixTime, expiry: Option<UnixTime>) -> UnixTime {
+        let floor = now + self.policy.max_ttl;
+        expiry.map_or(floor, |exp| exp.max(floor)).min(now + LONGEST_REVOCATION)
     }
 
     /// Drops every cached identity of a subject, here and on every replica; the next

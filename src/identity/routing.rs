@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::UnixTime;
-use crate::upstream::{JwtUpstream, OpaqueUpstream, unverified_issuer};
+use crate::upstream::{JwtUpstream, OpaqueUpstream, unverified_claims};
 use crate::vocabulary::{SubjectToken, ValidationError, Vouched};
 
 /// The one upstream responsible for a token.
@@ -35,6 +35,8 @@ impl Route {
 /// Every configured upstream, indexed the ways a subject token can lead to one.
 pub struct Routes {
     by_issuer: HashMap<String, Arc<JwtUpstream>>,
+    /// JWTs of an upstream that only introspects (or asks userinfo) go to that upstream.
+    opaque_by_issuer: HashMap<String, Arc<OpaqueUpstream>>,
     opaque_by_name: HashMap<String, Arc<OpaqueUpstream>>,
     default_opaque: Option<Arc<OpaqueUpstream>>,
     names: Vec<Arc<str>>,
@@ -48,6 +50,7 @@ impl Routes {
         names.sort();
         names.dedup();
         Self {
+            opaque_by_issuer: opaque.iter().map(|(u, _)| (u.issuer().to_owned(), u.clone())).collect(),
             by_issuer: jwt.into_iter().map(|u| (u.issuer().to_owned(), u)).collect(),
             default_opaque: opaque.iter().find(|(_, default)| *default).map(|(u, _)| u.clone()),
             opaque_by_name: opaque.into_iter().map(|(u, _)| (u.name().to_string(), u)).collect(),
@@ -61,21 +64,25 @@ impl Routes {
     }
 
     pub fn route(&self, token: &SubjectToken, bound_upstream: Option<&str>) -> Result<Route, ValidationError> {
-        if token.looks_like_jws()
-            && let Some(upstream) = unverified_issuer(token).and_then(|iss| self.by_issuer.get(&iss))
-        {
-            return Ok(Route::Jwt(upstream.clone()));
+        // A JWT is never handed to an opaque upstream: that would show one provider's tokens
+        // to another. Only the upstream its `iss` names may judge it.
+        if let Some(claims) = unverified_claims(token) {
+            let issuer = claims.iss.unwrap_or_default();
+            if let Some(upstream) = self.by_issuer.get(&issuer) {
+                return Ok(Route::Jwt(upstream.clone()));
+            }
+            if let Some(upstream) = self.opaque_by_issuer.get(&issuer) {
+                return Ok(Route::Opaque(upstream.clone()));
+            }
+            return Err(ValidationError::rejected("no configured upstream trusts the token's issuer"));
         }
         let opaque = match bound_upstream {
             Some(name) => self.opaque_by_name.get(name),
             None => self.default_opaque.as_ref(),
         };
-        opaque.cloned().map(Route::Opaque).ok_or_else(|| {
-            if token.looks_like_jws() {
-                ValidationError::rejected("no configured upstream trusts the token's issuer")
-            } else {
-                ValidationError::rejected("no upstream accepts opaque tokens for this client")
-            }
-        })
+        opaque
+            .cloned()
+            .map(Route::Opaque)
+            .ok_or_else(|| ValidationError::rejected("no upstream accepts opaque tokens for this client"))
     }
 }

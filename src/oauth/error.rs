@@ -46,6 +46,9 @@ pub enum OAuthError {
     /// A fault on our side; the cause goes to the log, never to the client.
     #[error("server_error")]
     ServerError(#[source] Cause),
+    /// The body did not arrive within the read timeout: 408, and the connection is closed.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed; use {allowed}")]
@@ -81,9 +84,11 @@ impl OAuthError {
     /// The registered `error` code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidToken { .. } | Self::NotFound | Self::MethodNotAllowed { .. } => {
-                "invalid_request"
-            }
+            Self::InvalidRequest(_)
+            | Self::InvalidToken { .. }
+            | Self::BodyTimeout
+            | Self::NotFound
+            | Self::MethodNotAllowed { .. } => "invalid_request",
             Self::InvalidClient { .. } => "invalid_client",
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
@@ -99,6 +104,7 @@ impl OAuthError {
         match self {
             Self::InvalidClient { .. } => 401,
             Self::NotFound => 404,
+            Self::BodyTimeout => 408,
             Self::MethodNotAllowed { .. } => 405,
             Self::TooManyAttempts { .. } => 429,
             Self::TemporarilyUnavailable { .. } => 503,
@@ -120,6 +126,7 @@ impl OAuthError {
             Self::TooManyAttempts { .. } => Cow::Borrowed("too many failed client authentications"),
             Self::ServerError(_) => Cow::Borrowed("internal error"),
             Self::NotFound => Cow::Borrowed("no such endpoint"),
+            Self::BodyTimeout => Cow::Borrowed("the request body did not arrive in time"),
             Self::MethodNotAllowed { allowed } => Cow::Owned(format!("use {allowed}")),
         }
     }

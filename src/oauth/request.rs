@@ -119,7 +119,10 @@ impl TryFrom<RevocationForm> for RevocationRequest {
     type Error = OAuthError;
 
     fn try_from(form: RevocationForm) -> Result<Self, OAuthError> {
-        let token = form.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("missing parameter token"))?;
+        let token = form
+            .token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("missing parameter token"))?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(OAuthError::invalid_request("token is too long"));
         }

@@ -38,7 +38,7 @@ impl Default for StorageSettings {
 pub enum StorageError {
     #[error("cannot open the database: {0}")]
     Connect(#[source] sqlx::Error),
-    #[error("cannot create the database folder {path}: {source}")]
+    #[error("cannot prepare {path} for the database: {source}")]
     Folder { path: String, source: std::io::Error },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -29,6 +29,8 @@ pub enum UnavailableReason {
     Connect,
     Transport,
     Status(u16),
+    /// A body beyond `max_response_bytes`: the answer cannot be used now, whoever is at fault.
+    TooLarge(usize),
 }
 
 impl UnavailableReason {
@@ -49,6 +51,7 @@ impl UnavailableReason {
             Self::Transport => "transport_error",
             Self::Status(429) => "429",
             Self::Status(_) => "5xx",
+            Self::TooLarge(_) => "too_large",
         }
     }
 }
@@ -60,6 +63,7 @@ impl std::fmt::Display for UnavailableReason {
             Self::Connect => f.write_str("cannot connect to upstream"),
             Self::Transport => f.write_str("upstream transport error"),
             Self::Status(code) => write!(f, "upstream answered HTTP {code}"),
+            Self::TooLarge(limit) => write!(f, "upstream answer larger than {limit} bytes"),
         }
     }
 }
@@ -136,7 +140,10 @@ impl UpstreamHttp {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(HttpFailure::Body(format!("larger than {} bytes", self.max_response_bytes)));
+                return Err(HttpFailure::Unavailable {
+                    reason: UnavailableReason::TooLarge(self.max_response_bytes),
+                    retry_after: None,
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -151,9 +158,15 @@ fn is_signed_jwt(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/jwt"))
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare from IdPs and ignored).
+/// The longest wait we pass on: an upstream's `Retry-After` is advice for us, not a lever
+/// to park every gateway for a day.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`] (the HTTP-date form is rare from IdPs
+/// and ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok().map(Duration::from_secs)
+    let seconds: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 impl HttpFailure {

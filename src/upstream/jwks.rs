@@ -125,10 +125,15 @@ impl JwksCache {
             return Ok(key);
         }
         // However many tokens name unknown keys, the issuer is asked at most once per cooldown.
-        if refresh.last_fetch.is_some_and(|at| now < at + self.cooldown) {
+        if let Some(next_fetch) = refresh.last_fetch.map(|at| at + self.cooldown).filter(|next| now < *next) {
             return match (known, current) {
                 (Some(key), _) => Ok(key),
-                (None, Some(_)) => Err(unknown_kid()),
+                // Perhaps a key the issuer published a moment ago: say so for now, decide after
+                // the next fetch (a rejection would be remembered and shared).
+                (None, Some(_)) => Err(ValidationError::unavailable(
+                    "the token's signing key is not in the issuer's JWKS yet",
+                    Some(now.until(next_fetch)),
+                )),
                 (None, None) => {
                     Err(ValidationError::unavailable("the issuer's JWKS could not be fetched", Some(self.cooldown)))
                 }

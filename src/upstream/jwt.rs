@@ -22,15 +22,28 @@ pub struct JwtUpstream {
     jwks: JwksCache,
 }
 
-#[derive(Deserialize)]
-struct UnverifiedIssuer {
-    iss: Option<String>,
+/// What a JWS says of itself before anything is verified: only ever used to pick whose keys
+/// to verify it with, or to keep a revocation at least as long as the token could live.
+#[derive(Debug, Default, Deserialize)]
+pub struct UnverifiedClaims {
+    pub iss: Option<String>,
+    exp: Option<Value>,
 }
 
-/// The `iss` a token claims, before anything is verified: used only to pick whose keys to
-/// verify it with.
-pub fn unverified_issuer(token: &SubjectToken) -> Option<String> {
-    jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedIssuer>(token.expose_secret()).ok()?.iss
+impl UnverifiedClaims {
+    pub fn expires_at(&self) -> Option<UnixTime> {
+        match self.exp.as_ref()? {
+            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map(UnixTime::from_secs),
+            _ => None,
+        }
+    }
+}
+
+pub fn unverified_claims(token: &SubjectToken) -> Option<UnverifiedClaims> {
+    if !token.looks_like_jws() {
+        return None;
+    }
+    jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token.expose_secret()).ok()
 }
 
 impl JwtUpstream {
@@ -65,6 +78,10 @@ impl JwtUpstream {
     pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<Vouched, ValidationError> {
         let unverified_header = decode_header(token.expose_secret())
             .map_err(|_| ValidationError::rejected("the token's JOSE header is malformed"))?;
+        // RFC 7515 §4.1.11: we understand no extension, so any critical one is refused.
+        if unverified_header.crit.is_some() {
+            return Err(ValidationError::rejected("the token's header names critical extensions we do not support"));
+        }
         let alg = unverified_header.alg;
         if !self.algorithms.contains(&alg) {
             return Err(ValidationError::rejected("the token's signature algorithm is not accepted"));

@@ -9,6 +9,6 @@ mod opaque;
 mod settings;
 
 pub use http::UpstreamHttp;
-pub use jwt::{JwtUpstream, unverified_issuer};
+pub use jwt::{JwtUpstream, unverified_claims};
 pub use opaque::OpaqueUpstream;
 pub use settings::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};

@@ -81,6 +81,10 @@ impl OpaqueUpstream {
         &self.name
     }
 
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<Vouched, ValidationError> {
         let mut known = Known::default();
         if let Some(introspection) = &self.introspection {
@@ -91,11 +95,15 @@ impl OpaqueUpstream {
             known.merge_userinfo(profile)?;
         }
         let subject = known.subject.ok_or_else(|| ValidationError::rejected("the upstream named no subject"))?;
+        // A `sub` is unique only within its issuer: an answer may not speak for another one.
+        if known.issuer.as_deref().is_some_and(|iss| iss != self.issuer) {
+            return Err(ValidationError::rejected("the upstream's answer names another issuer"));
+        }
         let unknown_expiry = known.expires_at.is_none();
         Ok(Vouched {
             identity: ValidatedIdentity {
                 upstream: self.name.to_string(),
-                issuer: known.issuer.unwrap_or_else(|| self.issuer.clone()),
+                issuer: self.issuer.clone(),
                 subject,
                 expires_at: known.expires_at,
                 scopes: known.scopes,
@@ -205,7 +213,8 @@ impl Known {
             Some(_) => {}
             None => self.subject = Some(sub.to_owned()),
         }
-        self.claims.extend(profile);
+        // Delegation claims count only when signed or introspected, never from a profile.
+        self.claims.extend(profile.into_iter().filter(|(name, _)| !matches!(name.as_str(), "act" | "may_act")));
         Ok(())
     }
 }

@@ -100,4 +100,3 @@ fn default_jwks_max_age() -> Duration {
 fn default_userinfo_ttl() -> Duration {
     Duration::from_secs(300)
 }
-

@@ -30,15 +30,14 @@ impl SubjectToken {
         TokenDigest(Sha256::digest(self.0.as_bytes()).into())
     }
 
-    /// True when the token has the compact JWS shape `header.payload.signature`.
+    /// True when the token has the compact JWS shape `header.payload.signature`; the signature
+    /// may be empty, as an unsecured (`alg: none`) JWS has it.
     pub fn looks_like_jws(&self) -> bool {
+        let base64url = |part: &str| part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         let mut parts = self.0.split('.');
-        let well_formed = |part: Option<&str>| {
-            part.is_some_and(|p| {
-                !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            })
-        };
-        well_formed(parts.next()) && well_formed(parts.next()) && well_formed(parts.next()) && parts.next().is_none()
+        let mut segment =
+            |may_be_empty: bool| parts.next().is_some_and(|part| (may_be_empty || !part.is_empty()) && base64url(part));
+        segment(false) && segment(false) && segment(true) && parts.next().is_none()
     }
 }
 
@@ -108,5 +107,6 @@ mod tests {
         assert!(!SubjectToken::new("a.b".into()).looks_like_jws());
         assert!(!SubjectToken::new("opaque-token".into()).looks_like_jws());
         assert!(!SubjectToken::new("a..c".into()).looks_like_jws());
+        assert!(SubjectToken::new("a.b.".into()).looks_like_jws(), "an unsecured JWS is still a JWS");
     }
 }
