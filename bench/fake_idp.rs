@@ -17,7 +17,7 @@ struct Introspect {
 #[post("/introspect")]
 async fn introspect(form: web::Form<Introspect>) -> HttpResponse {
     INTROSPECTIONS.fetch_add(1, Ordering::Relaxed);
-    let exp = chrono::Utc::now().timestamp() + 3600;
+    let exp = token_exchange::clock::Clock::now(&token_exchange::clock::SystemClock).as_secs() + 3600;
     let sub = format!("user-{}", form.token.len());
     HttpResponse::Ok().json(serde_json::json!({"active": true, "sub": sub, "scope": "read write", "exp": exp}))
 }

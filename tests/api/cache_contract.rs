@@ -3,19 +3,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use token_exchange::cache::{CacheEntry, CacheKey, IdentityCache, MemoryCache, RedisCache};
-use token_exchange::subject::{SubjectToken, ValidatedIdentity};
+use token_exchange::cache::{CacheEntry, CacheKey, IdentityCache, MemoryCache, RedisCache, RedisSettings};
+use token_exchange::clock::{FixedClock, UnixTime};
+use token_exchange::metrics::Metrics;
+use token_exchange::vocabulary::{SubjectToken, ValidatedIdentity};
 
 use crate::helpers::*;
 
-const NOW: i64 = 1_800_000_000;
+const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
 
 fn identity(subject: &str, issuer: &str) -> ValidatedIdentity {
     ValidatedIdentity {
         upstream: "idp".into(),
         issuer: issuer.into(),
         subject: subject.into(),
-        expires_at: Some(NOW + 600),
+        expires_at: Some(NOW + secs(600)),
         scopes: vec!["read".into()],
         claims: Default::default(),
     }
@@ -26,15 +32,17 @@ fn key(token: &str) -> CacheKey {
 }
 
 fn implementations() -> Vec<(&'static str, Arc<dyn IdentityCache>)> {
-    let redis =
-        RedisCache::new(&redis_url(), &random_prefix(), Duration::from_secs(1), Duration::from_secs(3600)).unwrap();
+    init_test_log();
+    let settings = RedisSettings { url: redis_url(), prefix: random_prefix(), timeout: secs(1), index_ttl: secs(3600) };
+    let clock = FixedClock::at(NOW.as_secs());
+    let redis = RedisCache::new(&settings, Arc::new(clock), Metrics::new()).unwrap();
     vec![("memory", Arc::new(MemoryCache::new(1000))), ("redis", Arc::new(redis))]
 }
 
 #[tokio::test]
 async fn a_stored_entry_is_read_back_unchanged() {
     for (name, cache) in implementations() {
-        let entry = CacheEntry::valid(identity("alice", "https://idp"), NOW + 60);
+        let entry = CacheEntry::valid(identity("alice", "https://idp"), NOW + secs(60));
         cache.put(&key("t1"), &entry, NOW).await.unwrap();
         assert_eq!(cache.get(&key("t1")).await.unwrap(), Some(entry), "{name}");
         assert_eq!(cache.get(&key("other")).await.unwrap(), None, "{name}");
@@ -52,7 +60,7 @@ async fn an_entry_already_past_its_deadline_is_not_stored() {
 #[tokio::test]
 async fn removed_entries_are_gone() {
     for (name, cache) in implementations() {
-        cache.put(&key("t3"), &CacheEntry::rejected("no", NOW + 60), NOW).await.unwrap();
+        cache.put(&key("t3"), &CacheEntry::rejected("no", NOW + secs(60)), NOW).await.unwrap();
         cache.remove(&[key("t3")]).await.unwrap();
         assert_eq!(cache.get(&key("t3")).await.unwrap(), None, "{name}");
     }
@@ -61,16 +69,16 @@ async fn removed_entries_are_gone() {
 #[tokio::test]
 async fn the_first_sighting_is_remembered() {
     for (name, cache) in implementations() {
-        assert_eq!(cache.first_seen(&key("t4"), NOW, 600).await.unwrap(), NOW, "{name}");
-        assert_eq!(cache.first_seen(&key("t4"), NOW + 100, 600).await.unwrap(), NOW, "{name}");
+        assert_eq!(cache.first_seen(&key("t4"), NOW, secs(600)).await.unwrap(), NOW, "{name}");
+        assert_eq!(cache.first_seen(&key("t4"), NOW + secs(100), secs(600)).await.unwrap(), NOW, "{name}");
     }
 }
 
 #[tokio::test]
 async fn removing_a_subject_drops_only_its_entries() {
     for (name, cache) in implementations() {
-        let alice = CacheEntry::valid(identity("alice", "https://idp"), NOW + 60);
-        let bob = CacheEntry::valid(identity("bob", "https://idp"), NOW + 60);
+        let alice = CacheEntry::valid(identity("alice", "https://idp"), NOW + secs(60));
+        let bob = CacheEntry::valid(identity("bob", "https://idp"), NOW + secs(60));
         cache.put(&key("a1"), &alice, NOW).await.unwrap();
         cache.put(&key("a2"), &alice, NOW).await.unwrap();
         cache.put(&key("b1"), &bob, NOW).await.unwrap();

@@ -76,7 +76,7 @@ async fn client_secret_post_is_accepted() {
 async fn basic_credentials_are_form_urlencoded_before_base64() {
     let idp = FakeIdp::start().await;
     let secret = "p:ss%w+rd é";
-    let app = spawn_app_with(&idp, |s| s.clients.push(client("svc:one", secret))).await;
+    let app = TestApp::builder(&idp).configure(|s| s.clients.push(client("svc:one", secret))).spawn().await;
 
     let response = post(&app, Some(basic("svc:one", secret)), &exchange_form(&idp.token(app.now()))).await;
 
@@ -116,7 +116,7 @@ async fn a_client_secret_in_the_query_string_is_rejected() {
 #[tokio::test]
 async fn repeated_failures_lock_the_client_out_with_429_and_retry_after() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.server.max_failed_client_auth_per_minute = 3).await;
+    let app = TestApp::builder(&idp).configure(|s| s.server.max_failed_client_auth_per_minute = 3).spawn().await;
     let form = exchange_form(&idp.token(app.now()));
     for guess in ["guess-1", "guess-2", "guess-3"] {
         assert_eq!(post(&app, Some(basic(CLIENT_ID, guess)), &form).await.status(), 401);
@@ -143,7 +143,7 @@ async fn a_remembered_secret_still_rejects_a_different_secret() {
 #[tokio::test]
 async fn a_repeated_wrong_secret_is_not_verified_again_and_not_counted_again() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.server.max_failed_client_auth_per_minute = 2).await;
+    let app = TestApp::builder(&idp).configure(|s| s.server.max_failed_client_auth_per_minute = 2).spawn().await;
     let form = exchange_form(&idp.token(app.now()));
     for _ in 0..5 {
         assert_eq!(post(&app, Some(basic(CLIENT_ID, "same-guess")), &form).await.status(), 401);
@@ -155,7 +155,7 @@ async fn a_repeated_wrong_secret_is_not_verified_again_and_not_counted_again() {
 #[tokio::test]
 async fn a_client_that_proved_its_secret_is_not_locked_out_by_someone_elses_guesses() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.server.max_failed_client_auth_per_minute = 2).await;
+    let app = TestApp::builder(&idp).configure(|s| s.server.max_failed_client_auth_per_minute = 2).spawn().await;
     let form = exchange_form(&idp.token(app.now()));
     assert_eq!(post(&app, Some(basic(CLIENT_ID, CLIENT_SECRET)), &form).await.status(), 200);
     for guess in ["guess-1", "guess-2", "guess-3"] {

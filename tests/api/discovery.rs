@@ -42,7 +42,7 @@ async fn the_metadata_issuer_is_the_iss_of_minted_tokens() {
 #[tokio::test]
 async fn an_issuer_with_a_path_is_served_below_the_well_known_segment() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.server.issuer = "https://sts.example.com/tx".into()).await;
+    let app = TestApp::builder(&idp).configure(|s| s.server.issuer = "https://sts.example.com/tx".into()).spawn().await;
 
     let at_path = app.http.get(app.url("/.well-known/oauth-authorization-server/tx")).send().await.unwrap();
     let at_root = app.http.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
@@ -50,7 +50,7 @@ async fn an_issuer_with_a_path_is_served_below_the_well_known_segment() {
     assert_eq!(at_path.status(), 200, "RFC 8414 §3.1");
     let metadata: Value = at_path.json().await.unwrap();
     assert_eq!(metadata["issuer"], "https://sts.example.com/tx");
-    assert_eq!(at_root.status(), 404);
+    assert_oauth_error(at_root, 404, "invalid_request").await;
 }
 
 #[tokio::test]
@@ -81,24 +81,38 @@ async fn swagger_ui_is_served() {
 }
 
 #[tokio::test]
+async fn an_unknown_path_is_not_found_with_an_oauth_error_body() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    let response = app.http.get(app.url("/no-such-endpoint")).send().await.unwrap();
+
+    assert_oauth_error(response, 404, "invalid_request").await;
+}
+
+#[tokio::test]
 async fn metrics_expose_exchanges_cache_lookups_and_upstream_latency() {
     let idp = FakeIdp::start().await;
     let app = spawn_app(&idp).await;
     let token = idp.token(app.now());
-    app.exchange(&token, &[]).await;
-    app.exchange(&token, &[]).await;
+    assert_eq!(app.exchange(&token, &[]).await.status(), 200);
+    assert_eq!(app.exchange(&token, &[]).await.status(), 200);
+    assert_oauth_error(app.exchange(&token, &[("audience", "payroll")]).await, 400, "invalid_target").await;
 
-    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = app.metrics().await;
 
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    for series in [
-        "token_exchange_exchanges_total{outcome=\"issued\",client=\"gateway\"}",
-        "token_exchange_cache_lookups_total{tier=\"l1\",result=\"hit\"}",
-        "token_exchange_cache_lookups_total{tier=\"l1\",result=\"miss\"}",
-        "token_exchange_upstream_requests_total{upstream=\"idp\",kind=\"jwks\",status=\"2xx\"}",
-        "token_exchange_upstream_request_duration_seconds_bucket",
-    ] {
-        assert!(text.contains(series), "missing {series} in\n{text}");
-    }
+    let exchanges = "token_exchange_exchanges_total";
+    assert_eq!(metrics.value(exchanges, &[("client", "gateway"), ("outcome", "issued")]), Some(2.0), "{metrics}");
+    assert_eq!(metrics.value(exchanges, &[("client", "gateway"), ("outcome", "invalid_target")]), Some(1.0));
+    assert_eq!(metrics.total(exchanges), 3.0, "only this app's requests are counted");
+    let lookups = "token_exchange_cache_lookups_total";
+    assert_eq!(metrics.value(lookups, &[("tier", "l1"), ("result", "miss")]), Some(1.0), "the first exchange");
+    assert_eq!(metrics.value(lookups, &[("tier", "l1"), ("result", "hit")]), Some(1.0), "the second exchange");
+    assert_eq!(metrics.total(lookups), 2.0, "a forbidden audience is refused before any lookup");
+    let jwks = [("upstream", "idp"), ("kind", "jwks")];
+    let requests = "token_exchange_upstream_requests_total";
+    assert_eq!(metrics.value(requests, &[jwks[0], jwks[1], ("status", "2xx")]), Some(1.0), "one JWKS fetch");
+    assert_eq!(metrics.total(requests), 1.0);
+    assert_eq!(metrics.value("token_exchange_upstream_request_duration_seconds_count", &jwks), Some(1.0));
+    assert_eq!(metrics.total("token_exchange_redis_errors_total"), 0.0);
 }

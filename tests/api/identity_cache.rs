@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands as _;
 use serde_json::{Value, json};
+use token_exchange::cache::BACKOFF;
 use wiremock::ResponseTemplate;
 
 use crate::helpers::*;
@@ -16,7 +17,7 @@ fn redis_key(prefix: &str, upstream: &str, token: &str) -> String {
 #[tokio::test]
 async fn a_second_exchange_of_the_same_token_makes_no_upstream_call() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_active("cached-1", app.now() + 600).await;
 
     assert_eq!(app.exchange_opaque("cached-1", &[]).await.status(), 200);
@@ -28,9 +29,12 @@ async fn a_second_exchange_of_the_same_token_makes_no_upstream_call() {
 #[tokio::test]
 async fn another_replica_is_served_from_redis_without_asking_the_upstream() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
-    let first = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
-    let second = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    let first = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
+    let second = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis_prefix(first.redis_prefix())
+        .spawn()
+        .await;
     idp.introspection_active("shared-1", first.now() + 600).await;
 
     assert_eq!(first.exchange_opaque("shared-1", &[]).await.status(), 200);
@@ -42,45 +46,48 @@ async fn another_replica_is_served_from_redis_without_asking_the_upstream() {
 #[tokio::test]
 async fn the_redis_ttl_is_at_most_the_tokens_remaining_lifetime() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_active("ttl-1", app.now() + 100).await;
 
     assert_eq!(app.exchange_opaque("ttl-1", &[]).await.status(), 200);
 
-    let ttl: i64 = redis_connection().await.ttl(redis_key(&prefix, "opaque", "ttl-1")).await.unwrap();
+    let ttl: i64 = redis_connection().await.ttl(redis_key(app.redis_prefix(), "opaque", "ttl-1")).await.unwrap();
     assert!(ttl > 0 && ttl <= 95, "TTL {ttl} must be ≤ exp − now − leeway (100 − 5)");
 }
 
 #[tokio::test]
 async fn the_cache_ttl_is_capped_by_max_ttl() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
-    let app = spawn_app_with(&idp, |s| {
-        with_opaque_and_redis(&idp, &prefix)(s);
-        s.cache.max_ttl = Duration::from_secs(30);
-    })
-    .await;
+    let app = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis()
+        .configure(|s| s.cache.max_ttl = Duration::from_secs(30))
+        .spawn()
+        .await;
     idp.introspection_active("ttl-2", app.now() + 3600).await;
 
     assert_eq!(app.exchange_opaque("ttl-2", &[]).await.status(), 200);
 
-    let ttl: i64 = redis_connection().await.ttl(redis_key(&prefix, "opaque", "ttl-2")).await.unwrap();
+    let ttl: i64 = redis_connection().await.ttl(redis_key(app.redis_prefix(), "opaque", "ttl-2")).await.unwrap();
     assert!(ttl > 0 && ttl <= 30, "TTL {ttl} must be ≤ max_ttl");
 }
 
 #[tokio::test]
 async fn a_token_whose_exp_has_passed_is_refused_even_when_redis_still_holds_it() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_active("late-1", app.now() + 60).await;
     assert_eq!(app.exchange_opaque("late-1", &[]).await.status(), 200);
-    let _: () = redis_connection().await.expire(redis_key(&prefix, "opaque", "late-1"), 86_400).await.unwrap();
+    let entry = redis_key(app.redis_prefix(), "opaque", "late-1");
+    let _: () = redis_connection().await.expire(entry, 86_400).await.unwrap();
 
-    let replica = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
-    replica.clock.advance(61);
-    app.clock.advance(61);
+    let replica = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis_prefix(app.redis_prefix())
+        .spawn()
+        .await;
+    replica.clock.advance(Duration::from_secs(61));
+    app.clock.advance(Duration::from_secs(61));
 
     assert_oauth_error(replica.exchange_opaque("late-1", &[]).await, 400, "invalid_request").await;
     assert_oauth_error(app.exchange_opaque("late-1", &[]).await, 400, "invalid_request").await;
@@ -89,7 +96,7 @@ async fn a_token_whose_exp_has_passed_is_refused_even_when_redis_still_holds_it(
 #[tokio::test]
 async fn a_hundred_concurrent_first_exchanges_of_one_token_make_one_upstream_call() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     let body = json!({"active": true, "sub": "burst", "exp": app.now() + 600});
     idp.introspection_answers(
         "burst-1",
@@ -106,25 +113,26 @@ async fn a_hundred_concurrent_first_exchanges_of_one_token_make_one_upstream_cal
 #[tokio::test]
 async fn an_inactive_token_is_negative_cached_for_negative_ttl() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_answers("inactive-1", ResponseTemplate::new(200).set_body_json(json!({"active": false}))).await;
 
     for _ in 0..3 {
         assert_oauth_error(app.exchange_opaque("inactive-1", &[]).await, 400, "invalid_request").await;
     }
     assert_eq!(idp.introspections().await, 1, "remembered");
-    app.clock.advance(31);
+    app.clock.advance(Duration::from_secs(31));
     assert_oauth_error(app.exchange_opaque("inactive-1", &[]).await, 400, "invalid_request").await;
     assert_eq!(idp.introspections().await, 2, "asked again after negative_ttl");
 }
 
 async fn assert_unavailable_and_not_cached(response: ResponseTemplate, retry_after: Option<&str>) {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| {
-        with_opaque_and_redis(&idp, &random_prefix())(s);
-        s.upstream_http.timeout = Duration::from_millis(500);
-    })
-    .await;
+    let app = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis()
+        .configure(|s| s.upstream_http.timeout = Duration::from_millis(500))
+        .spawn()
+        .await;
     idp.introspection_answers("flaky", response).await;
 
     let first = app.exchange_opaque("flaky", &[]).await;
@@ -155,7 +163,7 @@ async fn an_upstream_timeout_is_temporarily_unavailable_and_not_cached() {
 #[tokio::test]
 async fn policy_is_evaluated_on_every_request_also_on_cache_hits() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_active("policy-1", app.now() + 600).await;
     assert_eq!(app.exchange_opaque("policy-1", &[("audience", "orders")]).await.status(), 200);
 
@@ -166,15 +174,9 @@ async fn policy_is_evaluated_on_every_request_also_on_cache_hits() {
 #[tokio::test]
 async fn no_raw_token_appears_in_redis_keys_or_values() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
     let mut upstream = idp.opaque_settings("auth0", true, true);
     upstream.token_lifetime = Some(Duration::from_secs(3600));
-    let app = spawn_app_with(&idp, |s| {
-        s.upstreams.push(upstream);
-        s.cache.redis_url = Some(redis_url());
-        s.cache.redis_prefix = prefix.clone();
-    })
-    .await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(upstream).with_redis().spawn().await;
     let tokens = ["SECRET-opaque-token-aaaa", "SECRET-opaque-token-bbbb"];
     idp.introspection_answers(tokens[0], ResponseTemplate::new(200).set_body_json(json!({"active": true, "sub": "s"})))
         .await;
@@ -186,7 +188,7 @@ async fn no_raw_token_appears_in_redis_keys_or_values() {
     app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", tokens[0])]).await;
 
     let mut redis = redis_connection().await;
-    let keys: Vec<String> = redis.keys(format!("{prefix}:*")).await.unwrap();
+    let keys: Vec<String> = redis.keys(format!("{}:*", app.redis_prefix())).await.unwrap();
     assert!(keys.len() >= 3, "entries, sighting and index were written: {keys:?}");
     for key in keys {
         assert!(!key.contains("SECRET"), "raw token in key {key}");
@@ -202,11 +204,12 @@ async fn no_raw_token_appears_in_redis_keys_or_values() {
 #[tokio::test]
 async fn exchanges_keep_working_while_redis_is_unreachable() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| {
-        with_opaque_and_redis(&idp, &random_prefix())(s);
-        s.cache.redis_url = Some("redis://127.0.0.1:1".into());
-    })
-    .await;
+    let app = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis()
+        .configure(|s| s.cache.redis_url = Some("redis://127.0.0.1:1".into()))
+        .spawn()
+        .await;
     idp.introspection_active("no-redis", app.now() + 600).await;
 
     assert_eq!(app.exchange_opaque("no-redis", &[]).await.status(), 200);
@@ -240,13 +243,11 @@ impl OwnRedis {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..50 {
-            if redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("own redis-server did not start");
+        let client = redis::Client::open(self.url()).unwrap();
+        eventually("the test's own redis-server accepts connections", async || {
+            client.get_multiplexed_async_connection().await.is_ok()
+        })
+        .await;
     }
 }
 
@@ -263,13 +264,12 @@ async fn the_cache_reconnects_when_redis_comes_back() {
     let redis = OwnRedis::start(port);
     redis.wait_ready().await;
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
-    let url = redis.url();
-    let app = spawn_app_with(&idp, |s| {
-        with_opaque_and_redis(&idp, &prefix)(s);
-        s.cache.redis_url = Some(url);
-    })
-    .await;
+    let app = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis()
+        .configure(|s| s.cache.redis_url = Some(redis.url()))
+        .spawn()
+        .await;
     for token in ["rc-1", "rc-2", "rc-3"] {
         idp.introspection_active(token, app.now() + 600).await;
     }
@@ -280,9 +280,9 @@ async fn the_cache_reconnects_when_redis_comes_back() {
 
     let redis = OwnRedis::start(port);
     redis.wait_ready().await;
-    tokio::time::sleep(Duration::from_millis(2100)).await; // the cache's backoff after a failure
+    app.clock.advance(BACKOFF + Duration::from_secs(1));
     assert_eq!(app.exchange_opaque("rc-3", &[]).await.status(), 200);
     let mut connection = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let stored: bool = connection.exists(redis_key(&prefix, "opaque", "rc-3")).await.unwrap();
+    let stored: bool = connection.exists(redis_key(app.redis_prefix(), "opaque", "rc-3")).await.unwrap();
     assert!(stored, "the new entry reached the restarted Redis");
 }

@@ -1,11 +1,14 @@
 //! Our signing keys: storage, publication (RFC 7517/7518, RFC 8037) and survival across restarts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use token_exchange::keys::SigningAlgorithm;
+use token_exchange::clock::UnixTime;
+use token_exchange::config::{Settings, StorageSettings};
+use token_exchange::keys::{KeyRing, KeyStore, SigningAlgorithm};
 
 use crate::helpers::*;
 
@@ -60,7 +63,7 @@ async fn es256_tokens_carry_a_fixed_length_r_s_signature_and_full_length_coordin
 #[tokio::test]
 async fn rs256_tokens_verify_and_the_modulus_has_no_leading_zero() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.tokens.algorithm = SigningAlgorithm::RS256).await;
+    let app = TestApp::builder(&idp).configure(|s| s.tokens.algorithm = SigningAlgorithm::RS256).spawn().await;
 
     let token = minted_token(&app, &idp).await;
 
@@ -74,7 +77,7 @@ async fn rs256_tokens_verify_and_the_modulus_has_no_leading_zero() {
 #[tokio::test]
 async fn eddsa_tokens_verify_with_an_okp_key() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.tokens.algorithm = SigningAlgorithm::EdDSA).await;
+    let app = TestApp::builder(&idp).configure(|s| s.tokens.algorithm = SigningAlgorithm::EdDSA).spawn().await;
 
     let token = minted_token(&app, &idp).await;
 
@@ -84,15 +87,12 @@ async fn eddsa_tokens_verify_with_an_okp_key() {
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
 }
 
-async fn assert_keys_survive_a_restart(database_url: String) {
-    let idp = FakeIdp::start().await;
-    let data = Arc::new(tempfile::tempdir().unwrap());
-    let mut settings = test_settings(&idp, &data);
-    settings.storage.database_url = database_url;
-    let first = spawn_with_settings(settings.clone(), data.clone()).await;
-    let token = minted_token(&first, &idp).await;
+/// A second app on the first one's database publishes the same keys and verifies its tokens.
+async fn assert_keys_survive_a_restart(idp: &FakeIdp, first: TestAppBuilder) {
+    let first = first.spawn().await;
+    let token = minted_token(&first, idp).await;
 
-    let second = spawn_with_settings(settings, data).await;
+    let second = TestApp::builder(idp).with_database(first.database()).spawn().await;
 
     assert_eq!(first.jwks().await, second.jwks().await);
     second.verify_as_downstream(&token, "internal").await;
@@ -100,17 +100,18 @@ async fn assert_keys_survive_a_restart(database_url: String) {
 
 #[tokio::test]
 async fn keys_survive_a_restart_on_sqlite() {
-    let data = tempfile::tempdir().unwrap();
-    assert_keys_survive_a_restart(format!("sqlite://{}/keys.db", data.path().display())).await;
+    let idp = FakeIdp::start().await;
+    assert_keys_survive_a_restart(&idp, TestApp::builder(&idp)).await;
 }
 
 #[tokio::test]
 async fn keys_survive_a_restart_on_postgres() {
-    assert_keys_survive_a_restart(fresh_postgres_database().await).await;
+    let idp = FakeIdp::start().await;
+    assert_keys_survive_a_restart(&idp, TestApp::builder(&idp).with_postgres()).await;
 }
 
-async fn key_store_of(app_database: &str) -> std::sync::Arc<dyn token_exchange::keys::KeyStore> {
-    let settings = token_exchange::config::StorageSettings { database_url: app_database.into(), max_connections: 1 };
+async fn key_store_of(app: &TestApp) -> Arc<dyn KeyStore> {
+    let settings = StorageSettings { database_url: app.database_url().into(), max_connections: 1 };
     token_exchange::storage::Database::open(&settings).await.unwrap().key_store()
 }
 
@@ -125,50 +126,39 @@ async fn published_kids(app: &TestApp) -> Vec<String> {
     jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
 }
 
-/// Waits for the app's periodic key maintenance to pick up what storage holds.
+/// Waits until the JWKS holds `count` keys: key maintenance runs in the background once the
+/// clock has moved past its interval.
 async fn until_published(app: &TestApp, count: usize) -> Vec<String> {
-    for _ in 0..60 {
+    eventually(&format!("the JWKS holds {count} keys"), async || {
         let kids = published_kids(app).await;
-        if kids.len() == count {
-            return kids;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the JWKS never held {count} keys: {:?}", published_kids(app).await);
+        (kids.len() == count).then_some(kids)
+    })
+    .await
 }
 
-fn rotating(settings: &mut token_exchange::config::Settings) {
-    settings.keys.refresh_interval = std::time::Duration::from_secs(1);
-    settings.keys.publish_ahead = std::time::Duration::from_secs(600);
+/// Moves the app's clock by one key maintenance interval, which starts one maintenance run.
+fn run_key_maintenance(app: &TestApp) {
+    app.clock.advance(app.settings.keys.refresh_interval);
+}
+
+fn rotating(settings: &mut Settings) {
+    settings.keys.refresh_interval = Duration::from_secs(1);
+    settings.keys.publish_ahead = Duration::from_secs(600);
     settings.tokens.reuse_minted = false;
 }
 
 #[tokio::test]
 async fn a_new_key_is_published_before_it_signs_and_the_old_one_stays_until_its_tokens_expire() {
     let idp = FakeIdp::start().await;
-    let data = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/rotation.db", data.path().display());
-    let app = spawn_app_with(&idp, |s| {
-        rotating(s);
-        s.storage.database_url = database_url.clone();
-    })
-    .await;
+    let app = TestApp::builder(&idp).configure(rotating).spawn().await;
     let old_kid = kid_of_a_fresh_token(&app, &idp).await;
-    let policy = token_exchange::config::Settings {
-        keys: token_exchange::config::KeySettings {
-            refresh_interval: std::time::Duration::from_secs(1),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .rotation_policy();
+    let policy = app.settings.rotation_policy();
 
-    let store = key_store_of(&database_url).await;
-    let new = token_exchange::keys::KeyRing::add_key(&*store, SigningAlgorithm::ES256, policy, app.now(), false, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let store = key_store_of(&app).await;
+    let now = UnixTime::from_secs(app.now());
+    let new = KeyRing::add_key(&*store, SigningAlgorithm::ES256, policy, now, false, None).await.unwrap().unwrap();
 
+    run_key_maintenance(&app);
     let kids = until_published(&app, 2).await;
     assert!(kids.contains(&new.kid) && kids.contains(&old_kid), "published ahead of use");
     assert_eq!(kid_of_a_fresh_token(&app, &idp).await, old_kid, "not signing before publish_ahead");
@@ -182,22 +172,19 @@ async fn a_new_key_is_published_before_it_signs_and_the_old_one_stays_until_its_
 #[tokio::test]
 async fn replicas_rotate_automatically_and_agree_on_one_new_key() {
     let idp = FakeIdp::start().await;
-    let data = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/auto.db", data.path().display());
-    let configure = |s: &mut token_exchange::config::Settings| {
+    let configure = |s: &mut Settings| {
         rotating(s);
-        s.keys.rotate_every = Some(std::time::Duration::from_secs(3600));
-        s.storage.database_url = database_url.clone();
+        s.keys.rotate_every = Some(Duration::from_secs(3600));
     };
-    let first = spawn_app_with(&idp, configure).await;
-    let second = spawn_app_with(&idp, configure).await;
+    let first = TestApp::builder(&idp).configure(configure).spawn().await;
+    let second = TestApp::builder(&idp).with_database(first.database()).configure(configure).spawn().await;
     assert_eq!(until_published(&first, 1).await, until_published(&second, 1).await);
 
-    first.clock.advance(3000);
-    second.clock.advance(3000);
+    // The rotation is due publish_ahead (600 s) before the key has signed for rotate_every.
+    first.clock.advance(Duration::from_secs(3000));
+    second.clock.advance(Duration::from_secs(3000));
 
     let kids = until_published(&first, 2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(until_published(&second, 2).await, kids, "both replicas publish the same two keys");
 }
 

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test spawns its own app on port 0 with a fresh database,
-//! a fixed clock and a wiremock upstream identity provider.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! a fixed clock and a wiremock upstream identity provider, composed with `TestApp::builder`.
+//! `TEST_LOG=1` shows the logs of the apps a test runs (`RUST_LOG` filters them).
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a failed step fails the test, loudly")]
 
 mod helpers;
 
@@ -8,6 +9,7 @@ mod cache_contract;
 mod cli;
 mod client_auth;
 mod discovery;
+mod harness;
 mod identity_cache;
 mod jwt_subjects;
 mod keys;

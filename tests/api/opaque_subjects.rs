@@ -1,6 +1,9 @@
 //! Opaque subject tokens: RFC 7662 introspection, OIDC userinfo, and how they are routed.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
+use token_exchange::clock::UnixTime;
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -9,7 +12,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn an_active_introspected_token_is_exchanged_with_its_subject_scope_and_expiry() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_active("opaque-1", app.now() + 120).await;
 
     let response = app.exchange_opaque("opaque-1", &[("scope", "read")]).await;
@@ -26,7 +29,7 @@ async fn an_active_introspected_token_is_exchanged_with_its_subject_scope_and_ex
 #[tokio::test]
 async fn introspection_posts_the_token_with_a_hint_and_basic_client_credentials() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     Mock::given(method("POST"))
         .and(path(INTROSPECT_PATH))
         .and(body_string_contains("token=opaque-2&token_type_hint=access_token"))
@@ -46,7 +49,7 @@ async fn introspection_can_send_client_credentials_in_the_body() {
     let idp = FakeIdp::start().await;
     let mut upstream = idp.opaque_settings("opaque", true, false);
     upstream.client_auth_method = token_exchange::config::UpstreamClientAuth::ClientSecretPost;
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(upstream)).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(upstream).spawn().await;
     Mock::given(method("POST"))
         .and(path(INTROSPECT_PATH))
         .and(body_string_contains(format!("client_id={UPSTREAM_CLIENT_ID}&client_secret={UPSTREAM_CLIENT_SECRET}")))
@@ -63,7 +66,7 @@ async fn introspection_can_send_client_credentials_in_the_body() {
 #[tokio::test]
 async fn an_inactive_token_is_invalid_request() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_answers("revoked-1", ResponseTemplate::new(200).set_body_json(json!({"active": false}))).await;
 
     assert_oauth_error(app.exchange_opaque("revoked-1", &[]).await, 400, "invalid_request").await;
@@ -72,7 +75,7 @@ async fn an_inactive_token_is_invalid_request() {
 #[tokio::test]
 async fn active_as_a_string_is_not_active() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     let body = json!({"active": "true", "sub": "u", "exp": app.now() + 60});
     idp.introspection_answers("stringly", ResponseTemplate::new(200).set_body_json(body)).await;
 
@@ -82,7 +85,7 @@ async fn active_as_a_string_is_not_active() {
 #[tokio::test]
 async fn introspection_refusing_our_credentials_is_a_server_error_not_a_token_verdict() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_answers("any", ResponseTemplate::new(401)).await;
 
     assert_oauth_error(app.exchange_opaque("any", &[]).await, 500, "server_error").await;
@@ -91,7 +94,7 @@ async fn introspection_refusing_our_credentials_is_a_server_error_not_a_token_ve
 #[tokio::test]
 async fn a_userinfo_only_upstream_requires_sub_and_treats_401_as_invalid() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(idp.opaque_settings("auth0", false, true))).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.opaque_settings("auth0", false, true)).spawn().await;
     idp.userinfo_answers("good", ResponseTemplate::new(200).set_body_json(json!({"sub": "auth0|1", "email": "a@b.c"})))
         .await;
     idp.userinfo_answers("nosub", ResponseTemplate::new(200).set_body_json(json!({"email": "a@b.c"}))).await;
@@ -109,15 +112,15 @@ async fn a_userinfo_only_upstream_requires_sub_and_treats_401_as_invalid() {
 async fn userinfo_answers_are_trusted_for_userinfo_ttl_only() {
     let idp = FakeIdp::start().await;
     let mut upstream = idp.opaque_settings("auth0", false, true);
-    upstream.userinfo_ttl = std::time::Duration::from_secs(60);
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(upstream)).await;
+    upstream.userinfo_ttl = Duration::from_secs(60);
+    let app = TestApp::builder(&idp).with_opaque_upstream(upstream).spawn().await;
     idp.userinfo_answers("ui-1", ResponseTemplate::new(200).set_body_json(json!({"sub": "auth0|1"}))).await;
 
     assert_eq!(app.exchange_opaque("ui-1", &[]).await.status(), 200);
-    app.clock.advance(59);
+    app.clock.advance(Duration::from_secs(59));
     assert_eq!(app.exchange_opaque("ui-1", &[]).await.status(), 200);
     assert_eq!(idp.userinfo_calls().await, 1, "within userinfo_ttl: cached");
-    app.clock.advance(2);
+    app.clock.advance(Duration::from_secs(2));
     assert_eq!(app.exchange_opaque("ui-1", &[]).await.status(), 200);
     assert_eq!(idp.userinfo_calls().await, 2, "after userinfo_ttl: asked again");
 }
@@ -125,33 +128,27 @@ async fn userinfo_answers_are_trusted_for_userinfo_ttl_only() {
 #[tokio::test]
 async fn token_lifetime_counts_from_first_sight_and_bounds_minted_tokens() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
     let mut upstream = idp.opaque_settings("auth0", false, true);
-    upstream.userinfo_ttl = std::time::Duration::from_secs(60);
-    upstream.token_lifetime = Some(std::time::Duration::from_secs(600));
-    let app = spawn_app_with(&idp, |s| {
-        s.upstreams.push(upstream);
-        s.cache.redis_url = Some(redis_url());
-        s.cache.redis_prefix = prefix;
-    })
-    .await;
+    upstream.userinfo_ttl = Duration::from_secs(60);
+    upstream.token_lifetime = Some(Duration::from_secs(600));
+    let app = TestApp::builder(&idp).with_opaque_upstream(upstream).with_redis().spawn().await;
     idp.userinfo_answers("ui-2", ResponseTemplate::new(200).set_body_json(json!({"sub": "auth0|2"}))).await;
     let first_seen = app.now();
 
     assert_eq!(app.exchange_opaque("ui-2", &[]).await.status(), 200);
-    app.clock.advance(550);
+    app.clock.advance(Duration::from_secs(550));
     let body: Value = app.exchange_opaque("ui-2", &[]).await.json().await.unwrap();
     assert_eq!(body["expires_in"], 50, "minted token ends with the provider's lifetime");
     assert_eq!(idp.userinfo_calls().await, 2);
 
-    app.clock.set(first_seen + 601);
+    app.clock.set(UnixTime::from_secs(first_seen + 601));
     assert_oauth_error(app.exchange_opaque("ui-2", &[]).await, 400, "invalid_request").await;
 }
 
 #[tokio::test]
 async fn introspection_gives_validity_and_userinfo_the_profile_when_both_are_configured() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(idp.opaque_settings("both", true, true))).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.opaque_settings("both", true, true)).spawn().await;
     let active = json!({"active": true, "sub": "u-7", "exp": app.now() + 300});
     idp.introspection_answers("both-1", ResponseTemplate::new(200).set_body_json(active.clone())).await;
     idp.userinfo_answers("both-1", ResponseTemplate::new(200).set_body_json(json!({"sub": "u-7", "name": "Seven"})))
@@ -172,12 +169,12 @@ async fn an_opaque_token_goes_only_to_the_upstream_bound_to_the_client() {
     let bound_idp = FakeIdp::start().await;
     let mut bound = bound_idp.opaque_settings("bound", true, false);
     bound.default_for_opaque = false;
-    let app = spawn_app_with(&default_idp, |s| {
-        s.upstreams.push(default_idp.opaque_settings("default", true, false));
-        s.upstreams.push(bound);
-        s.clients[0].upstream = Some("bound".into());
-    })
-    .await;
+    let app = TestApp::builder(&default_idp)
+        .with_opaque_upstream(default_idp.opaque_settings("default", true, false))
+        .with_opaque_upstream(bound)
+        .configure(|s| s.clients[0].upstream = Some("bound".into()))
+        .spawn()
+        .await;
     bound_idp.introspection_active("routed", app.now() + 60).await;
     default_idp.introspection_active("routed", app.now() + 60).await;
 
@@ -189,7 +186,7 @@ async fn an_opaque_token_goes_only_to_the_upstream_bound_to_the_client() {
 #[tokio::test]
 async fn a_jwt_access_token_from_a_known_issuer_is_verified_offline_not_introspected() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
 
     let response = app.exchange_opaque(&idp.token(app.now()), &[]).await;
 
@@ -202,7 +199,7 @@ async fn an_introspected_token_for_another_audience_is_refused_when_audiences_ar
     let idp = FakeIdp::start().await;
     let mut upstream = idp.opaque_settings("opaque", true, false);
     upstream.audiences = vec!["https://api.example.com".into()];
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(upstream)).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(upstream).spawn().await;
     let ours = json!({"active": true, "sub": "u", "exp": app.now() + 60, "aud": ["https://api.example.com", "x"]});
     let theirs = json!({"active": true, "sub": "u", "exp": app.now() + 60, "aud": "https://other.example"});
     idp.introspection_answers("aud-ours", ResponseTemplate::new(200).set_body_json(ours)).await;
@@ -215,7 +212,7 @@ async fn an_introspected_token_for_another_audience_is_refused_when_audiences_ar
 #[tokio::test]
 async fn an_introspected_refresh_token_is_refused() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     let body = json!({"active": true, "sub": "u", "exp": app.now() + 60, "typ": "Refresh"});
     idp.introspection_answers("refresh-1", ResponseTemplate::new(200).set_body_json(body)).await;
 
@@ -225,7 +222,7 @@ async fn an_introspected_refresh_token_is_refused() {
 #[tokio::test]
 async fn userinfo_insufficient_scope_is_a_verdict_on_the_token() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(idp.opaque_settings("auth0", false, true))).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.opaque_settings("auth0", false, true)).spawn().await;
     idp.userinfo_answers("no-openid", ResponseTemplate::new(403)).await;
 
     assert_oauth_error(app.exchange_opaque("no-openid", &[]).await, 400, "invalid_request").await;

@@ -37,3 +37,31 @@ async fn the_served_openapi_document_is_the_generated_one() {
 
     assert_eq!(served, generated());
 }
+
+#[test]
+fn the_openapi_document_is_valid_openapi_3_1() {
+    let validator = std::env::var("OPENAPI_SPEC_VALIDATOR")
+        .expect("OPENAPI_SPEC_VALIDATOR names openapi-spec-validator; scripts/test installs it");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), token_exchange::http::openapi().to_pretty_json().unwrap()).unwrap();
+
+    let output = std::process::Command::new(validator).arg(file.path()).output().unwrap();
+
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn the_documented_token_form_requires_what_the_parser_requires() {
+    let document = generated();
+    let form = &document["components"]["schemas"]["TokenExchangeForm"];
+    let required: Vec<&str> = form["allOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|part| part["required"].as_array())
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+
+    assert_eq!(required, ["grant_type", "subject_token", "subject_token_type"]);
+}

@@ -7,21 +7,18 @@ use serde_json::Value;
 use crate::helpers::*;
 
 async fn eventually_refused(app: &TestApp, token: &str) {
-    for _ in 0..40 {
-        if app.exchange_opaque(token, &[]).await.status() == 400 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the revoked token was still exchanged");
+    eventually("the revoked token is refused", async || app.exchange_opaque(token, &[]).await.status() == 400).await;
 }
 
 #[tokio::test]
 async fn revocation_drops_the_token_on_two_replicas_sharing_redis() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
-    let first = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
-    let second = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    let first = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
+    let second = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis_prefix(first.redis_prefix())
+        .spawn()
+        .await;
     idp.introspection_active("rev-1", first.now() + 600).await;
     assert_eq!(first.exchange_opaque("rev-1", &[]).await.status(), 200);
     assert_eq!(second.exchange_opaque("rev-1", &[]).await.status(), 200, "now in both in-process caches");
@@ -37,7 +34,7 @@ async fn revocation_drops_the_token_on_two_replicas_sharing_redis() {
 #[tokio::test]
 async fn revoking_an_unknown_token_is_ok() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, with_opaque_and_redis(&idp, &random_prefix())).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
 
     let response = app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "never-seen")]).await;
 
@@ -57,16 +54,19 @@ async fn revocation_requires_client_authentication() {
 #[tokio::test]
 async fn an_admin_purge_of_a_subject_makes_every_replica_ask_the_upstream_again() {
     let idp = FakeIdp::start().await;
-    let prefix = random_prefix();
     let mut admin = client("ops", "ops-secret");
     admin.admin = true;
-    let add_admin = |s: &mut token_exchange::config::Settings| s.clients.push(admin.clone());
-    let first = spawn_app_with(&idp, |s| {
-        with_opaque_and_redis(&idp, &prefix)(s);
-        add_admin(s);
-    })
-    .await;
-    let second = spawn_app_with(&idp, with_opaque_and_redis(&idp, &prefix)).await;
+    let first = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis()
+        .configure(|s| s.clients.push(admin))
+        .spawn()
+        .await;
+    let second = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .with_redis_prefix(first.redis_prefix())
+        .spawn()
+        .await;
     idp.introspection_active("purge-1", first.now() + 600).await;
     assert_eq!(first.exchange_opaque("purge-1", &[]).await.status(), 200);
     assert_eq!(second.exchange_opaque("purge-1", &[]).await.status(), 200);
@@ -77,14 +77,11 @@ async fn an_admin_purge_of_a_subject_makes_every_replica_ask_the_upstream_again(
     assert_eq!(response.status(), 200);
     let purged: Value = response.json().await.unwrap();
     assert!(purged["purged"].as_u64().unwrap() >= 2, "local and shared entries: {purged}");
-    for _ in 0..40 {
+    eventually("the second replica asks the upstream again", async || {
         assert_eq!(second.exchange_opaque("purge-1", &[]).await.status(), 200);
-        if idp.introspections().await >= 2 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the second replica kept serving the purged identity");
+        idp.introspections().await >= 2
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -100,7 +97,15 @@ async fn purge_is_refused_to_clients_without_admin_rights() {
 #[tokio::test]
 async fn a_revocation_wins_over_an_upstream_answer_still_in_flight() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(idp.opaque_settings("opaque", true, false))).await;
+    // An admin client may revoke any token (RFC 7009 §2.1), also one whose first exchange is
+    // still in flight.
+    let mut admin = client("ops", "ops-secret");
+    admin.admin = true;
+    let app = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .configure(|s| s.clients.push(admin))
+        .spawn()
+        .await;
     let slow = serde_json::json!({"active": true, "sub": "u", "exp": app.now() + 600});
     idp.introspection_answers(
         "race-1",
@@ -110,8 +115,8 @@ async fn a_revocation_wins_over_an_upstream_answer_still_in_flight() {
 
     let in_flight = app.exchange_opaque("race-1", &[]);
     let revocation = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "race-1")]).await
+        eventually("the introspection is in flight", async || idp.introspections().await == 1).await;
+        app.post_form_as("/revoke", "ops", "ops-secret", &[("token", "race-1")]).await
     };
     let (exchanged, revoked) = tokio::join!(in_flight, revocation);
 
@@ -125,7 +130,7 @@ async fn a_revocation_outlives_the_cached_entry_it_replaced() {
     let idp = FakeIdp::start().await;
     let mut upstream = idp.opaque_settings("auth0", false, true);
     upstream.userinfo_ttl = Duration::from_secs(60);
-    let app = spawn_app_with(&idp, |s| s.upstreams.push(upstream)).await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(upstream).spawn().await;
     idp.userinfo_answers(
         "still-ok-upstream",
         wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({"sub": "u"})),
@@ -134,7 +139,7 @@ async fn a_revocation_outlives_the_cached_entry_it_replaced() {
     assert_eq!(app.exchange_opaque("still-ok-upstream", &[]).await.status(), 200);
 
     app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "still-ok-upstream")]).await;
-    app.clock.advance(120);
+    app.clock.advance(Duration::from_secs(120));
 
     assert_oauth_error(app.exchange_opaque("still-ok-upstream", &[]).await, 400, "invalid_request").await;
 }

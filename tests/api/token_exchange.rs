@@ -1,5 +1,7 @@
 //! RFC 8693 §2 request and response behaviour of POST /token.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -238,8 +240,8 @@ async fn get_on_the_token_endpoint_is_method_not_allowed() {
 
     let response = app.http.get(app.url("/token")).send().await.unwrap();
 
-    assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "POST");
+    assert_oauth_error(response, 405, "invalid_request").await;
 }
 
 #[tokio::test]
@@ -337,13 +339,15 @@ async fn an_invalid_actor_token_is_invalid_request() {
 async fn a_client_bound_to_another_upstream_is_unauthorized_client() {
     let idp = FakeIdp::start().await;
     let other = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |settings| {
-        let mut second = other.upstream_settings();
-        second.name = "other".into();
-        settings.upstreams.push(second);
-        settings.clients[0].upstream = Some("other".into());
-    })
-    .await;
+    let mut second = other.upstream_settings();
+    second.name = "other".into();
+    let app = TestApp::builder(&idp)
+        .configure(|s| {
+            s.upstreams.push(second);
+            s.clients[0].upstream = Some("other".into());
+        })
+        .spawn()
+        .await;
 
     let response = app.exchange(&idp.token(app.now()), &[]).await;
 
@@ -375,9 +379,9 @@ async fn a_repeated_exchange_reuses_the_minted_token_while_half_its_life_is_left
     let subject = idp.token(app.now());
     let first = minted(&app, &subject, &[]).await;
 
-    app.clock.advance(100);
+    app.clock.advance(Duration::from_secs(100));
     let again = minted(&app, &subject, &[]).await;
-    app.clock.advance(60);
+    app.clock.advance(Duration::from_secs(60));
     let renewed = minted(&app, &subject, &[]).await;
 
     assert_eq!(again["access_token"], first["access_token"]);
@@ -405,7 +409,7 @@ async fn another_audience_or_scope_gets_a_token_of_its_own() {
 #[tokio::test]
 async fn without_reuse_every_exchange_mints_a_new_token() {
     let idp = FakeIdp::start().await;
-    let app = spawn_app_with(&idp, |s| s.tokens.reuse_minted = false).await;
+    let app = TestApp::builder(&idp).configure(|s| s.tokens.reuse_minted = false).spawn().await;
     let subject = idp.token(app.now());
 
     let first = minted(&app, &subject, &[]).await;
@@ -431,6 +435,6 @@ async fn undeclared_methods_on_read_endpoints_are_method_not_allowed() {
 
     let response = app.http.delete(app.url(JWKS_PATH)).send().await.unwrap();
 
-    assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET");
+    assert_oauth_error(response, 405, "invalid_request").await;
 }

@@ -1,0 +1,115 @@
+//! What an app stores in, created for one test and gone after it: a SQLite file in a
+//! temporary folder, or a PostgreSQL database dropped when the test ends; Redis under a key
+//! prefix of the test's own.
+
+use std::sync::Arc;
+
+use sqlx::Connection as _;
+
+/// `TEST_POSTGRES_URL`: a PostgreSQL server and a database to connect to while creating and
+/// dropping the tests' databases (scripts/test sets it).
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `TEST_REDIS_URL`: the Redis server tests share, each under its own prefix.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix of its own for every test, so tests never see each other's entries.
+pub fn random_prefix() -> String {
+    format!("te-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable (see scripts/test)")
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh, empty PostgreSQL database for one test, dropped when the returned guard is.
+pub async fn fresh_postgres_database() -> PostgresDatabase {
+    let admin = postgres_admin_url();
+    let name = format!("te_test_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (see scripts/test)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await.unwrap();
+    connection.close().await.unwrap();
+    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
+    PostgresDatabase { url: format!("{base}/{name}"), name, admin }
+}
+
+/// A PostgreSQL database of one test. Dropping it drops the database, closing whatever
+/// connections the test's apps still hold.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    url: String,
+    name: String,
+    admin: String,
+}
+
+impl PostgresDatabase {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for PostgresDatabase {
+    /// Drop cannot await, and the test's runtime may be the one calling: the statement runs on
+    /// a thread of its own with a small runtime of its own, and the test waits for it.
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let dropping = std::thread::spawn(move || -> Result<(), String> {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut connection = sqlx::PgConnection::connect(&admin).await.map_err(|e| e.to_string())?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut connection)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                connection.close().await.map_err(|e| e.to_string())
+            })
+        });
+        match dropping.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("could not drop the test database {}: {error}", self.name),
+            Err(_) => eprintln!("dropping the test database {} panicked", self.name),
+        }
+    }
+}
+
+/// The database an app (or several replicas) store keys in; gone when the last app using it is.
+#[derive(Debug)]
+pub enum TestDatabase {
+    Sqlite { url: String, _folder: tempfile::TempDir },
+    Postgres(PostgresDatabase),
+}
+
+impl TestDatabase {
+    /// A SQLite file in a temporary folder of its own.
+    pub fn sqlite() -> Arc<Self> {
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/test.db", folder.path().display());
+        Arc::new(Self::Sqlite { url, _folder: folder })
+    }
+
+    /// A fresh PostgreSQL database (see [`fresh_postgres_database`]).
+    pub async fn postgres() -> Arc<Self> {
+        Arc::new(Self::Postgres(fresh_postgres_database().await))
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } => url,
+            Self::Postgres(database) => database.url(),
+        }
+    }
+}
