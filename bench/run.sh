@@ -17,7 +17,8 @@ timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6379' 2>/dev/null ||
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 
 cargo build --release --quiet --bin token-exchange --example fake_idp
-BIN=target/release/token-exchange
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/token-exchange
 SECRET=bench-secret
 HASH=$(printf '%s' "$SECRET" | $BIN hash-secret)
 export BENCH_BASIC="Basic $(printf 'bench:%s' "$SECRET" | base64 -w0)"
@@ -46,7 +47,7 @@ audiences = ["orders"]
 scopes = ["read", "write"]
 TOML
 
-target/release/examples/fake_idp "127.0.0.1:$IDP_PORT" >/dev/null 2>&1 &
+$TARGET/release/examples/fake_idp "127.0.0.1:$IDP_PORT" >/dev/null 2>&1 &
 RUST_LOG=warn $BIN serve --config "$WORK/bench.toml" >"$WORK/server.log" 2>&1 &
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$APP_PORT/healthz" >/dev/null && curl -sf "http://127.0.0.1:$IDP_PORT/stats" >/dev/null && break

@@ -79,6 +79,19 @@ pub trait IdentityCache: Send + Sync {
 
     async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError>;
 
+    /// [`Self::put`] and [`Self::record_exchange`] together, in one trip where the backend can.
+    async fn put_with_holder(
+        &self,
+        key: &CacheKey,
+        entry: &CacheEntry,
+        holder: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), CacheError> {
+        self.put(key, entry, now).await?;
+        self.record_exchange(key.digest(), holder, until, now).await
+    }
+
     /// Drops every entry of one subject (optionally of one issuer); returns how many.
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError>;
 

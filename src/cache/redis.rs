@@ -100,6 +100,44 @@ impl RedisCache {
         format!("{}:v1:invalidate", self.prefix)
     }
 
+    /// Adds the writes that store `entry` to `pipe`; false when there is nothing to store.
+    fn add_put(
+        &self,
+        pipe: &mut redis::Pipeline,
+        key: &CacheKey,
+        entry: &CacheEntry,
+        now: UnixTime,
+    ) -> Result<bool, CacheError> {
+        let ttl = entry.time_left(now).as_secs();
+        if ttl == 0 {
+            return Ok(false);
+        }
+        let value = serde_json::to_vec(entry).map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        let redis_key = self.entry_key(key);
+        pipe.set_ex(&redis_key, value, ttl).ignore();
+        if let Some(identity) = entry.identity() {
+            let index = self.subject_key(&subject_digest(&identity.subject));
+            pipe.sadd(&index, &redis_key).ignore();
+            pipe.expire(&index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)).ignore();
+        }
+        Ok(true)
+    }
+
+    /// Adds the record that `client_id` exchanged the token with `digest`, until `until`.
+    fn add_exchange(
+        &self,
+        pipe: &mut redis::Pipeline,
+        digest: &TokenDigest,
+        client_id: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) {
+        let key = self.exchanged_key(digest);
+        let seconds = i64::try_from(now.until(until).as_secs().max(1)).unwrap_or(i64::MAX);
+        pipe.sadd(&key, client_id).ignore();
+        pipe.expire(&key, seconds).ignore();
+    }
+
     /// Runs one command or pipeline within the timeout, skipping Redis during a backoff.
     async fn run<T: redis::FromRedisValue>(&self, operation: &'static str, query: Query) -> Result<T, CacheError> {
         if self.clock.now().as_secs() < self.skip_until.load(Ordering::Relaxed) {
@@ -176,19 +214,24 @@ impl IdentityCache for RedisCache {
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
-        let ttl = entry.time_left(now).as_secs();
-        if ttl == 0 {
-            return Ok(());
-        }
-        let value = serde_json::to_vec(entry).map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        let redis_key = self.entry_key(key);
-        let index = entry.identity().map(|identity| self.subject_key(&subject_digest(&identity.subject)));
         let mut pipe = redis::pipe();
-        pipe.set_ex(&redis_key, value, ttl).ignore();
-        if let Some(index) = &index {
-            pipe.sadd(index, &redis_key).ignore();
-            pipe.expire(index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)).ignore();
+        if self.add_put(&mut pipe, key, entry, now)? {
+            let () = self.run("put", Query::Pipeline(pipe)).await?;
         }
+        Ok(())
+    }
+
+    async fn put_with_holder(
+        &self,
+        key: &CacheKey,
+        entry: &CacheEntry,
+        holder: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), CacheError> {
+        let mut pipe = redis::pipe();
+        self.add_put(&mut pipe, key, entry, now)?;
+        self.add_exchange(&mut pipe, key.digest(), holder, until, now);
         self.run("put", Query::Pipeline(pipe)).await
     }
 
@@ -237,11 +280,8 @@ impl IdentityCache for RedisCache {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<(), CacheError> {
-        let key = self.exchanged_key(digest);
-        let seconds = i64::try_from(now.until(until).as_secs().max(1)).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
-        pipe.sadd(&key, client_id).ignore();
-        pipe.expire(&key, seconds).ignore();
+        self.add_exchange(&mut pipe, digest, client_id, until, now);
         self.run("record_exchange", Query::Pipeline(pipe)).await
     }
 

@@ -84,7 +84,6 @@ impl ExchangeService {
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
         let grant = self.authorize(client, &request, now).await?;
-        self.identities.record_exchange(&request.subject.token, &client.client_id, &grant.subject, now).await;
         let (access_token, expires_at) = self.token_for(client, &request, &grant, now).await?;
         tracing::debug!(sub = %grant.subject.subject, upstream = %grant.subject.upstream, "token issued");
         Ok(IssuedToken {
@@ -179,7 +178,10 @@ impl ExchangeService {
         now: UnixTime,
         parameter: &'static str,
     ) -> Result<ValidatedIdentity, OAuthError> {
-        self.identities.resolve(&presented.token, client.upstream.as_deref(), now).await.map_err(|error| match error {
+        // The client holds its subject token: that gives it the right to revoke it later.
+        let holder = (parameter == "subject_token").then_some(client.client_id.as_str());
+        let resolved = self.identities.resolve(&presented.token, client.upstream.as_deref(), holder, now).await;
+        resolved.map_err(|error| match error {
             // RFC 8693 §2.2.2: an invalid subject or actor token is `invalid_request`.
             ValidationError::Rejected(reason) => OAuthError::InvalidToken { parameter, reason },
             unavailable @ ValidationError::Unavailable { retry_after, .. } => OAuthError::unavailable_because(

@@ -61,10 +61,14 @@ impl IdentityService {
     }
 
     #[tracing::instrument(name = "resolve", skip_all, fields(token = %token.digest().fingerprint()))]
+    /// Who `token` belongs to. `holder` is the client presenting it as its subject token: it
+    /// is remembered, because only a client that exchanged a token may revoke it (RFC 7009
+    /// §2.1). The leader of a miss writes that record with the entry, in one round trip.
     pub async fn resolve(
         &self,
         token: &SubjectToken,
         bound_upstream: Option<&str>,
+        holder: Option<&str>,
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
         let route = self.routes.route(token, bound_upstream)?;
@@ -75,7 +79,9 @@ impl IdentityService {
         }
         if let Some(entry) = self.local.get_usable(&key, now).await {
             self.metrics.cache_lookup("l1", hit_kind(&entry));
-            return entry.to_result();
+            let identity = entry.to_result()?;
+            self.remember_holder(&digest, holder, &identity, now).await;
+            return Ok(identity);
         }
         self.metrics.cache_lookup("l1", "miss");
         let led = AtomicBool::new(false);
@@ -83,17 +89,19 @@ impl IdentityService {
             .local
             .get_or_load(key.clone(), now, async {
                 led.store(true, Ordering::Relaxed);
-                self.load(&route, token, &key, now).await
+                self.load(&route, token, &key, holder, now).await
             })
             .await?;
-        if !led.load(Ordering::Relaxed) {
-            self.metrics.coalesced_wait();
-        }
         // A revocation that landed while the upstream was being asked wins over its answer.
         if self.is_revoked_locally(&digest, now).await {
             return Err(revoked());
         }
-        entry.to_result()
+        let identity = entry.to_result()?;
+        if !led.load(Ordering::Relaxed) {
+            self.metrics.coalesced_wait();
+            self.remember_holder(&digest, holder, &identity, now).await;
+        }
+        Ok(identity)
     }
 
     async fn is_revoked_locally(&self, digest: &TokenDigest, now: UnixTime) -> bool {
@@ -106,6 +114,7 @@ impl IdentityService {
         route: &Route,
         token: &SubjectToken,
         key: &CacheKey,
+        holder: Option<&str>,
         now: UnixTime,
     ) -> Result<CacheEntry, ValidationError> {
         if let Some(shared) = &self.shared {
@@ -117,6 +126,9 @@ impl IdentityService {
                 }
                 Ok(Lookup { entry: Some(entry), .. }) if entry.is_usable_at(now) => {
                     self.metrics.cache_lookup("l2", hit_kind(&entry));
+                    if let Some(identity) = entry.identity() {
+                        self.remember_holder(key.digest(), holder, identity, now).await;
+                    }
                     return Ok(entry);
                 }
                 Ok(_) => self.metrics.cache_lookup("l2", "miss"),
@@ -129,8 +141,19 @@ impl IdentityService {
             // Transient or operator trouble: remembered nowhere, the next request asks again.
             Err(other) => return Err(other),
         };
-        if let Some(shared) = &self.shared {
-            let _ = shared.put(key, &entry, now).await;
+        match (entry.identity(), holder) {
+            (Some(identity), Some(holder)) => {
+                let until = self.revocation_horizon(now, identity.expires_at);
+                let _ = self.local.record_exchange(key.digest(), holder, until, now).await;
+                if let Some(shared) = &self.shared {
+                    let _ = shared.put_with_holder(key, &entry, holder, until, now).await;
+                }
+            }
+            _ => {
+                if let Some(shared) = &self.shared {
+                    let _ = shared.put(key, &entry, now).await;
+                }
+            }
         }
         Ok(entry)
     }
@@ -164,23 +187,23 @@ impl IdentityService {
         self.local.first_seen(key, now, remember_for).await.unwrap_or(now)
     }
 
-    /// Remembers that `client_id` exchanged `token`, for as long as the token may be used:
-    /// only then may that client revoke it. Written to Redis once per process and pair.
-    pub async fn record_exchange(
+    /// Remembers that `holder` presented the token, for as long as the token may be used.
+    /// Written to Redis once per process and pair; the hot path only reads the process's memo.
+    async fn remember_holder(
         &self,
-        token: &SubjectToken,
-        client_id: &str,
+        digest: &TokenDigest,
+        holder: Option<&str>,
         identity: &ValidatedIdentity,
         now: UnixTime,
     ) {
-        let digest = token.digest();
-        if self.local.was_exchanged_by(&digest, client_id).await.unwrap_or(false) {
+        let Some(holder) = holder else { return };
+        if self.local.was_exchanged_by(digest, holder).await.unwrap_or(false) {
             return;
         }
         let until = self.revocation_horizon(now, identity.expires_at);
-        let _ = self.local.record_exchange(&digest, client_id, until, now).await;
+        let _ = self.local.record_exchange(digest, holder, until, now).await;
         if let Some(shared) = &self.shared {
-            let _ = shared.record_exchange(&digest, client_id, until, now).await;
+            let _ = shared.record_exchange(digest, holder, until, now).await;
         }
     }
 
