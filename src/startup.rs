@@ -91,7 +91,7 @@ impl Application {
                 .openapi(http::ApiDoc::openapi())
                 .app_data(state.clone())
                 .configure(http::routes)
-                .openapi_service(|api| SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", api))
+                .openapi_service(|api| SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", http::complete(api)))
                 .map(|app| {
                     app.configure(http::undocumented_routes)
                         .service(web::redirect("/swagger-ui", "/swagger-ui/"))

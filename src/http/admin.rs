@@ -15,8 +15,11 @@ pub struct PurgeForm {
     #[schema(value_type = String, min_length = 1)]
     sub: Option<String>,
     /// Only identities from this issuer; all issuers when absent.
+    #[serde(default)]
+    #[schema(value_type = String)]
     iss: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     client: ClientAuthFields,
 }
 
@@ -27,6 +30,9 @@ pub struct PurgeResult {
 }
 
 /// Drop every cached identity of a subject on all replicas (admin clients only).
+///
+/// The client authenticates with HTTP Basic (`client_secret_basic`) or with `client_id` and
+/// `client_secret` in the body (`client_secret_post`), never both.
 #[utoipa::path(
     post,
     path = "/admin/purge",

@@ -1,5 +1,7 @@
 use actix_web::App;
+use utoipa::openapi::schema::ArrayItems;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
 
@@ -30,5 +32,23 @@ impl Modify for ClientAuthentication {
 
 /// The API document, generated from the same route registration the server uses.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(super::routes).split_for_parts().1
+    complete(App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(super::routes).split_for_parts().1)
+}
+
+/// What the derives cannot say, added once the routes have registered their schemas (RFC 8693
+/// §2.1): `actor_token_type` is required with `actor_token` and forbidden without it, and a
+/// `resource` is an absolute URI without a fragment.
+pub fn complete(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let form = document.components.as_mut().and_then(|components| components.schemas.get_mut("TokenExchangeForm"));
+    if let Some(RefOr::T(Schema::Object(form))) = form {
+        let pairs = serde_json::json!({ "actor_token": ["actor_token_type"], "actor_token_type": ["actor_token"] });
+        form.extensions.get_or_insert_with(Default::default).insert("dependentRequired".into(), pairs);
+        if let Some(RefOr::T(Schema::Array(resource))) = form.properties.get_mut("resource")
+            && let ArrayItems::RefOrSchema(item) = &mut resource.items
+            && let RefOr::T(Schema::Object(item)) = item.as_mut()
+        {
+            item.pattern = Some("^[^#]*$".into());
+        }
+    }
+    document
 }

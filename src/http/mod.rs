@@ -17,7 +17,7 @@ use actix_web::http::header::{CACHE_CONTROL, PRAGMA};
 use actix_web::{HttpResponse, HttpResponseBuilder, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-pub use docs::{ApiDoc, openapi};
+pub use docs::{ApiDoc, complete, openapi};
 pub use middleware::{head_as_get, listener_gate, security_headers};
 
 use crate::oauth::OAuthError;

@@ -12,6 +12,9 @@ use crate::state::AppState;
 /// Revoke a subject token (RFC 7009): its cached identity is dropped on every replica and the
 /// token is refused from now on. A client revokes only tokens it exchanged, an admin client any;
 /// every other request, and unknown tokens, are answered 200 and change nothing (§2.1, §2.2).
+///
+/// The client authenticates with HTTP Basic (`client_secret_basic`) or with `client_id` and
+/// `client_secret` in the body (`client_secret_post`), never both.
 #[utoipa::path(
     post,
     path = "/revoke",

@@ -2,7 +2,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::OAuthError;
 use super::form::present;
@@ -25,19 +24,17 @@ impl AuthMethod {
 }
 
 /// Client credentials sent in the body (`client_secret_post`, RFC 6749 §2.3.1). Part of every
-/// form a client authenticates with.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// form a client authenticates with. The forms' schemas leave these fields out: whether they
+/// may be sent depends on the `Authorization` header, which a body schema cannot see, so the
+/// operations describe `client_secret_post` in words.
+#[derive(Debug, Default, Deserialize)]
 pub struct ClientAuthFields {
     /// With `client_secret_post` only; must match the Basic credentials when both are sent.
-    #[schema(max_length = 256)]
     client_id: Option<String>,
     /// With `client_secret_post` only.
-    #[schema(value_type = Option<String>, format = Password)]
     client_secret: Option<ClientSecret>,
     /// Assertions (RFC 7521) are not accepted; a request carrying one is refused.
-    #[schema(ignore)]
     client_assertion: Option<String>,
-    #[schema(ignore)]
     client_assertion_type: Option<String>,
 }
 

@@ -17,6 +17,9 @@ use super::{UpstreamClientAuth, UpstreamHttp, UpstreamSettings};
 use crate::clock::UnixTime;
 use crate::vocabulary::{ClientSecret, SubjectToken, ValidatedIdentity, ValidationError, Vouched, retain_claims};
 
+/// A provider that will not even read a token this long has judged it.
+const TOO_LARGE_FOR_UPSTREAM: &str = "the upstream refuses a token this large";
+
 /// Members of an introspection response beyond RFC 7662's own, kept for claim copying.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -140,6 +143,7 @@ impl OpaqueUpstream {
             HttpFailure::Status(401 | 403) => {
                 ValidationError::Misconfigured("introspection refused our client credentials".into())
             }
+            HttpFailure::Status(413 | 414 | 431) => ValidationError::rejected(TOO_LARGE_FOR_UPSTREAM),
             other => other.into_verdict("introspection"),
         })?;
         // RFC 7662 §2.2: only the JSON boolean `true` means active; anything else is not.
@@ -185,6 +189,7 @@ impl OpaqueUpstream {
             // OIDC Core §5.3.3 with RFC 6750 §3.1: 401 (invalid_token), 403 (insufficient_scope)
             // and 400 (invalid_request) all say the token cannot be used: a verdict on the token.
             HttpFailure::Status(400 | 401 | 403) => ValidationError::rejected("userinfo refused the token"),
+            HttpFailure::Status(413 | 414 | 431) => ValidationError::rejected(TOO_LARGE_FOR_UPSTREAM),
             other => other.into_verdict("userinfo"),
         })
     }
