@@ -24,6 +24,8 @@ use super::{
 /// A running app and what a test needs to talk to it and move its time.
 pub struct TestApp {
     pub address: String,
+    /// The port of the separate metrics listener (`server.metrics_listen`), when there is one.
+    pub metrics_port: Option<u16>,
     /// The app's time: it moves only when the test advances it, and every timer of the app
     /// (key maintenance, Redis backoff, reconnect pauses) runs on it.
     pub clock: FixedClock,
@@ -120,6 +122,7 @@ impl TestAppBuilder {
 
         let app = Application::build_with_clock(settings.clone(), Arc::new(clock.clone())).await.unwrap();
         let port = app.port();
+        let metrics_port = app.metrics_port();
         tokio::spawn(app.run_until_stopped());
         // Let the app's background tasks start their first sleep on the clock, so that a test
         // moving the clock from its first line already drives them.
@@ -127,7 +130,14 @@ impl TestAppBuilder {
         if let Some(followers) = followers {
             followers.wait_for_one_more().await;
         }
-        TestApp { address: format!("http://127.0.0.1:{port}"), clock, http: reqwest::Client::new(), settings, database }
+        TestApp {
+            address: format!("http://127.0.0.1:{port}"),
+            metrics_port,
+            clock,
+            http: reqwest::Client::new(),
+            settings,
+            database,
+        }
     }
 }
 
@@ -178,6 +188,12 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// `path` on the separate metrics listener of an app built with `server.metrics_listen`.
+    pub fn metrics_url(&self, path: &str) -> String {
+        let port = self.metrics_port.expect("the app was built without server.metrics_listen");
+        format!("http://127.0.0.1:{port}{path}")
     }
 
     /// The database the app stores keys in, to give to a replica.
