@@ -37,7 +37,8 @@ pub struct RedisSettings {
 
 /// The shared L2 cache in Redis: `{prefix}:v1:id:{upstream}:{sha256}` holds a versioned JSON
 /// entry, `{prefix}:v1:seen:…` the first sighting of a token, `{prefix}:v1:sub:{sha256(sub)}`
-/// the keys of one subject, `{prefix}:v1:revoked:{sha256}` a revocation, and
+/// the keys of one subject, `{prefix}:v1:revoked:{sha256}` a revocation,
+/// `{prefix}:v1:exchanged:{sha256}:{client_id}` that a client presented the token, and
 /// `{prefix}:v1:invalidate` carries messages between replicas.
 pub struct RedisCache {
     pool: Pool,
@@ -88,8 +89,8 @@ impl RedisCache {
         format!("{}:v1:revoked:{}", self.prefix, digest.to_hex())
     }
 
-    fn exchanged_key(&self, digest: &TokenDigest) -> String {
-        format!("{}:v1:exchanged:{}", self.prefix, digest.to_hex())
+    fn exchanged_key(&self, digest: &TokenDigest, client_id: &str) -> String {
+        format!("{}:v1:exchanged:{}:{client_id}", self.prefix, digest.to_hex())
     }
 
     fn subject_key(&self, subject_digest_hex: &str) -> String {
@@ -132,10 +133,8 @@ impl RedisCache {
         until: UnixTime,
         now: UnixTime,
     ) {
-        let key = self.exchanged_key(digest);
-        let seconds = i64::try_from(now.until(until).as_secs().max(1)).unwrap_or(i64::MAX);
-        pipe.sadd(&key, client_id).ignore();
-        pipe.expire(&key, seconds).ignore();
+        let seconds = now.until(until).as_secs().max(1);
+        pipe.set_ex(self.exchanged_key(digest, client_id), 1, seconds).ignore();
     }
 
     /// Runs one command or pipeline within the timeout, skipping Redis during a backoff.
@@ -286,8 +285,8 @@ impl IdentityCache for RedisCache {
     }
 
     async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
-        let ismember = command("SISMEMBER").arg(self.exchanged_key(digest)).arg(client_id).clone();
-        self.run("was_exchanged_by", Query::Command(ismember)).await
+        let exists = command("EXISTS").arg(self.exchanged_key(digest, client_id)).clone();
+        self.run("was_exchanged_by", Query::Command(exists)).await
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
