@@ -11,6 +11,8 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub(crate) mod exchange;
+pub mod gateway;
+pub(crate) mod grpc;
 pub mod http;
 pub(crate) mod identity;
 pub mod keys;

@@ -63,6 +63,17 @@ impl Metrics {
         self.record(|| metrics::counter!("token_exchange_singleflight_waits_total").increment(1));
     }
 
+    /// One forward-auth decision: the route (or `none`), `allowed` or the refusal, and its time.
+    pub fn forward_auth_decision(&self, route: &str, outcome: &'static str, elapsed: Duration) {
+        let route = route.to_owned();
+        self.record(|| {
+            metrics::counter!("token_exchange_forward_auth_decisions_total", "route" => route.clone(), "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!("token_exchange_forward_auth_decision_duration_seconds", "route" => route)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
     pub fn redis_error(&self, operation: &'static str) {
         self.record(|| {
             metrics::counter!("token_exchange_redis_errors_total", "operation" => operation).increment(1);

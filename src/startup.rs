@@ -16,6 +16,7 @@ use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::exchange::ExchangeService;
+use crate::gateway::ForwardAuth;
 use crate::http;
 use crate::identity::{IdentityService, Routes};
 use crate::keys::KeyRing;
@@ -32,6 +33,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub struct Application {
     port: u16,
     metrics_port: Option<u16>,
+    grpc_port: Option<u16>,
     server: Server,
     database: Database,
 }
@@ -55,9 +57,19 @@ impl Application {
             Arc::new(UpstreamHttp::new(&settings.upstream_http, metrics.clone()).context("building the HTTP client")?);
         let routes = upstream_routes(&settings, &http_client);
         let identities = Arc::new(identity_service(&settings, routes, clock.clone(), metrics.clone())?);
-        let clients = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
-            .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
-        let exchange = ExchangeService::new(identities.clone(), keys.clone(), settings.minting(), clock.clone());
+        let clients = Arc::new(
+            ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
+                .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?,
+        );
+        let exchange =
+            Arc::new(ExchangeService::new(identities.clone(), keys.clone(), settings.minting(), clock.clone()));
+        let forward_auth =
+            Arc::new(ForwardAuth::new(&settings.forward_auth, exchange.clone(), clients.clone(), metrics.clone()));
+        let (stopping, stop_requested) = tokio::sync::watch::channel(false);
+        let grpc_port = match settings.forward_auth.grpc_listen {
+            Some(address) => Some(serve_ext_authz(address, forward_auth.clone(), &settings, stop_requested)?),
+            None => None,
+        };
         let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings));
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
@@ -72,6 +84,8 @@ impl Application {
         let state = web::Data::new(AppState {
             clients,
             exchange,
+            forward_auth,
+            issuer: settings.server.issuer.as_str().into(),
             identities,
             metrics,
             keys,
@@ -117,9 +131,14 @@ impl Application {
             server = server.workers(workers);
         }
         let server = server.run();
-        stop_on_signal(server.handle())?;
-        tracing::info!(port, metrics_port, issuer = %settings.server.issuer, "token-exchange listening");
-        Ok(Self { port, metrics_port, server, database })
+        stop_on_signal(server.handle(), stopping)?;
+        tracing::info!(port, metrics_port, grpc_port, issuer = %settings.server.issuer, "token-exchange listening");
+        Ok(Self { port, metrics_port, grpc_port, server, database })
+    }
+
+    /// The port of the Envoy ext_authz gRPC listener (`forward_auth.grpc_listen`), if any.
+    pub fn grpc_port(&self) -> Option<u16> {
+        self.grpc_port
     }
 
     pub fn port(&self) -> u16 {
@@ -180,7 +199,10 @@ fn identity_service(
 /// Graceful shutdown on SIGTERM or SIGINT: stop accepting, let in-flight requests finish.
 /// The handlers are registered before the server reports that it listens, so a signal sent
 /// right after startup is never fatal.
-fn stop_on_signal(handle: actix_web::dev::ServerHandle) -> std::io::Result<()> {
+fn stop_on_signal(
+    handle: actix_web::dev::ServerHandle,
+    stopping: tokio::sync::watch::Sender<bool>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -190,9 +212,32 @@ fn stop_on_signal(handle: actix_web::dev::ServerHandle) -> std::io::Result<()> {
             _ = interrupt.recv() => {}
         }
         tracing::info!("shutting down gracefully");
+        stopping.send_replace(true);
         handle.stop(true).await;
     });
     Ok(())
+}
+
+/// Envoy ext_authz on its own listener, on the runtime that builds the application; it stops
+/// with the HTTP server. Returns the bound port.
+fn serve_ext_authz(
+    address: std::net::SocketAddr,
+    forward_auth: Arc<ForwardAuth>,
+    settings: &Settings,
+    mut stop_requested: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<u16> {
+    let service = crate::grpc::ExtAuthz::new(forward_auth, settings.server.issuer.as_str().into());
+    let stop = async move {
+        let _ = stop_requested.wait_for(|stopping| *stopping).await;
+    };
+    let (bound, server) =
+        service.serve(address, stop).with_context(|| format!("cannot listen on {address} for ext_authz"))?;
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(error = %crate::report::Chain(&error), "the ext_authz server stopped");
+        }
+    });
+    Ok(bound.port())
 }
 
 /// Every replica reloads the key set on a timer, rotating when due, so all publish the same

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::clients::ClientRegistry;
 use crate::clock::SharedClock;
 use crate::exchange::ExchangeService;
+use crate::gateway::ForwardAuth;
 use crate::identity::IdentityService;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
@@ -20,8 +21,11 @@ pub struct BodyLimits {
 }
 
 pub struct AppState {
-    pub clients: ClientRegistry,
-    pub exchange: ExchangeService,
+    pub clients: Arc<ClientRegistry>,
+    pub exchange: Arc<ExchangeService>,
+    pub forward_auth: Arc<ForwardAuth>,
+    /// `iss` of minted tokens, and the realm of Bearer challenges.
+    pub issuer: Arc<str>,
     pub identities: Arc<IdentityService>,
     pub metrics: Metrics,
     pub keys: Arc<KeyRing>,

@@ -4,6 +4,7 @@
 use clap::ValueEnum;
 
 use crate::clock::Stopwatch;
+use crate::gateway::Refused;
 use crate::oauth::OAuthError;
 use crate::report::Chain;
 use tracing_subscriber::EnvFilter;
@@ -47,31 +48,59 @@ pub async fn access_log(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let started = Stopwatch::start();
     let response = next.call(request).await?;
-    let error = response.response().error().and_then(|e| e.as_error::<OAuthError>());
-    let is_fault = error.is_some_and(|e| e.status() >= 500);
+    let failure = response.response().error().and_then(Failure::of);
+    let is_fault = failure.as_ref().is_some_and(|f| f.status >= 500);
     if !(is_fault || tracing::enabled!(tracing::Level::INFO)) {
         return Ok(response);
     }
     let (method, path) = (response.request().method(), response.request().path());
     let status = response.status().as_u16();
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    match error {
-        Some(error) if is_fault => tracing::error!(
-            %method, path, status, elapsed_us, error = error.code(), cause = %Chain(error), "request failed"
+    match failure {
+        Some(failure) if is_fault => tracing::error!(
+            %method, path, status, elapsed_us, error = failure.code, cause = %Chain(failure.error), "request failed"
         ),
-        Some(error) => tracing::info!(
+        Some(failure) => tracing::info!(
             %method,
             path,
             status,
             elapsed_us,
-            error = error.code(),
-            error_description = %error.description(),
-            security_event = error.security_event(),
+            error = failure.code,
+            error_description = %failure.error,
+            security_event = failure.security_event,
             "request refused"
         ),
         None => tracing::info!(%method, path, status, elapsed_us, "request completed"),
     }
     Ok(response)
+}
+
+/// What the access log says of a failed request, whichever endpoint answered it.
+struct Failure<'a> {
+    status: u16,
+    code: &'static str,
+    security_event: Option<&'static str>,
+    error: &'a (dyn std::error::Error + 'static),
+}
+
+impl<'a> Failure<'a> {
+    fn of(error: &'a actix_web::Error) -> Option<Self> {
+        if let Some(oauth) = error.as_error::<OAuthError>() {
+            return Some(Self {
+                status: oauth.status(),
+                code: oauth.code(),
+                security_event: oauth.security_event(),
+                error: oauth,
+            });
+        }
+        let refused = error.as_error::<Refused>()?;
+        Some(Self {
+            status: refused.refusal.status(),
+            code: refused.refusal.outcome(),
+            security_event: refused.refusal.security_event(),
+            error: &refused.refusal,
+        })
+    }
 }
 
 /// The request's root span: method, route, path and request id. Unlike the default builder it

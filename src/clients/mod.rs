@@ -119,6 +119,11 @@ impl ClientRegistry {
         })
     }
 
+    /// A registered client by id, without authentication: for routes that name their client.
+    pub fn registered(&self, client_id: &str) -> Option<Arc<RegisteredClient>> {
+        self.clients.get(client_id).cloned()
+    }
+
     /// Checks the presented secret of a request from `peer`. Unknown client ids go through the
     /// same verification (against a decoy hash) and the same failure count as wrong secrets, so
     /// the two look alike in status and timing.

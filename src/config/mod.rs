@@ -11,6 +11,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 pub use crate::clients::ClientSettings;
+pub use crate::gateway::{ForwardAuthSettings, RouteSettings};
 use crate::keys::{JWKS_MAX_AGE, SigningAlgorithm};
 pub use crate::storage::StorageSettings;
 pub use crate::upstream::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};
@@ -30,6 +31,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub upstreams: Vec<UpstreamSettings>,
     pub clients: Vec<ClientSettings>,
+    pub forward_auth: ForwardAuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

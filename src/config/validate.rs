@@ -82,6 +82,7 @@ impl Settings {
         }
         self.validate_upstreams(&mut fail);
         self.validate_clients(&mut fail);
+        self.validate_routes(&mut fail);
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 
@@ -164,9 +165,39 @@ impl Settings {
     }
 }
 
+impl Settings {
+    fn validate_routes(&self, fail: &mut impl FnMut(String, &str)) {
+        for (i, route) in self.forward_auth.routes.iter().enumerate() {
+            let key = |field: &str| format!("forward_auth.routes[{i}].{field}");
+            if route.name.is_empty() {
+                fail(key("name"), "must not be empty");
+            }
+            if self.forward_auth.routes[..i].iter().any(|r| r.name == route.name) {
+                fail(key("name"), "is used by another route");
+            }
+            match self.clients.iter().find(|c| c.client_id == route.client) {
+                None => fail(key("client"), "names no configured client"),
+                Some(client) if !client.audiences.contains(&route.audience) => {
+                    fail(key("audience"), "is not among the audiences of the route's client")
+                }
+                Some(_) => {}
+            }
+            if crate::gateway::Route::from_settings(route).is_none() {
+                fail(key("path_prefix"), "must be an absolute path in normal form, and scope valid scope tokens");
+            }
+            if route.hosts.iter().any(|h| h.is_empty() || h.contains(['/', ':'])) {
+                fail(key("hosts"), "holds a value that is not a host name or *.domain");
+            }
+        }
+    }
+}
+
 fn check_issuer(issuer: &str, fail: &mut impl FnMut(String, &str)) {
     match Url::parse(issuer) {
-        Ok(url) if url.scheme() != "https" => fail("server.issuer".into(), "must use https (RFC 8414 §2)"),
+        // Plain http only on loopback, so a developer's verifier can discover our keys locally.
+        Ok(url) if !is_secure(&url) => {
+            fail("server.issuer".into(), "must use https (RFC 8414 §2; plain http only on loopback)")
+        }
         Ok(url) if url.query().is_some() || url.fragment().is_some() => {
             fail("server.issuer".into(), "must have no query or fragment (RFC 8414 §2)")
         }

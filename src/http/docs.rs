@@ -16,7 +16,9 @@ use utoipa_actix_web::AppExt;
         (name = "token", description = "Token exchange"),
         (name = "discovery", description = "Keys and metadata for verifiers and clients"),
         (name = "operations", description = "Health for orchestrators"),
+        (name = "gateway", description = "Decisions for gateways: a request's bearer token in, an internal token out"),
     ),
+    paths(super::forward_auth::forward_auth),
     modifiers(&ClientAuthentication),
 )]
 pub struct ApiDoc;
@@ -27,6 +29,7 @@ impl Modify for ClientAuthentication {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("client_secret_basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
 }
 

@@ -4,7 +4,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpResponse, web};
 
 use crate::oauth::OAuthError;
 use crate::state::AppState;
@@ -19,6 +19,10 @@ pub fn security_headers() -> DefaultHeaders {
         .add(("Referrer-Policy", "no-referrer"))
 }
 
+/// Marks a request [`head_as_get`] turned into a GET, for handlers that report the method.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivedAsHead;
+
 /// RFC 9110 §9.3.2: HEAD wherever GET is served. The request is routed as a GET; the HTTP
 /// layer remembers it was a HEAD and sends no body.
 pub async fn head_as_get(
@@ -27,6 +31,7 @@ pub async fn head_as_get(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if request.method() == Method::HEAD {
         request.head_mut().method = Method::GET;
+        request.extensions_mut().insert(ArrivedAsHead);
     }
     next.call(request).await
 }

@@ -5,6 +5,7 @@ mod client_auth;
 mod docs;
 mod error;
 mod form;
+mod forward_auth;
 mod health;
 mod jwks;
 mod metadata;
@@ -43,7 +44,9 @@ pub fn undocumented_routes(config: &mut web::ServiceConfig) {
         .service(web::resource(GET_ONLY).to(|| method_not_allowed("GET")))
         .service(
             web::resource("/.well-known/oauth-authorization-server/{issuer_path:.*}").to(metadata::metadata_with_path),
-        );
+        )
+        // Every method: a gateway forwards whatever its client sent (documented in `docs.rs`).
+        .service(web::resource(["/forward-auth", "/forward-auth/{tail:.*}"]).to(forward_auth::forward_auth));
 }
 
 const POST_ONLY: [&str; 3] = ["/token", "/revoke", "/admin/purge"];

@@ -10,9 +10,11 @@ mod response;
 mod token_type;
 
 pub use client_credentials::{AuthMethod, ClientAuthFields, ClientCredentials};
-pub use error::{ErrorResponse, OAuthError};
+pub use error::{Cause, ErrorResponse, OAuthError};
 pub use form::{decode_form, present, required};
 pub use metadata::ServerMetadata;
-pub use request::{ExchangeRequest, PresentedToken, RevocationForm, RevocationRequest, TokenExchangeForm};
+pub use request::{
+    ExchangeRequest, MAX_TOKEN_BYTES, PresentedToken, RevocationForm, RevocationRequest, TokenExchangeForm,
+};
 pub use response::TokenResponse;
 pub use token_type::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
