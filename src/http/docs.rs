@@ -40,8 +40,25 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// What the derives cannot say, added once the routes have registered their schemas (RFC 8693
 /// §2.1): `actor_token_type` is required with `actor_token` and forbidden without it, and a
-/// `resource` is an absolute URI without a fragment.
+/// `resource` is an absolute URI without a fragment. And the decision endpoint, one handler for
+/// every method, gets an operation id per method, as OpenAPI requires them unique.
 pub fn complete(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    if let Some(item) = document.paths.paths.get_mut("/forward-auth") {
+        let operations = [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("options", &mut item.options),
+            ("head", &mut item.head),
+            ("patch", &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            if let Some(operation) = operation {
+                operation.operation_id = Some(format!("forward_auth_{method}"));
+            }
+        }
+    }
     let form = document.components.as_mut().and_then(|components| components.schemas.get_mut("TokenExchangeForm"));
     if let Some(RefOr::T(Schema::Object(form))) = form {
         let pairs = serde_json::json!({ "actor_token": ["actor_token_type"], "actor_token_type": ["actor_token"] });
