@@ -9,6 +9,7 @@ mod cache_contract;
 mod cli;
 mod client_auth;
 mod discovery;
+mod forward_auth;
 mod hardening_clients;
 mod hardening_http;
 mod hardening_revocation;
