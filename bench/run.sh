@@ -45,6 +45,11 @@ client_id = "bench"
 secret_hash = "$HASH"
 audiences = ["orders"]
 scopes = ["read", "write"]
+[[forward_auth.routes]]
+name = "orders"
+path_prefix = "/api/orders"
+client = "bench"
+audience = "orders"
 TOML
 
 $TARGET/release/examples/fake_idp "127.0.0.1:$IDP_PORT" >/dev/null 2>&1 &
@@ -76,6 +81,9 @@ before=$(introspections)
 read -r hit_rate hit_p50 hit_p99 hit_err < <(load -s bench/exchange.lua "http://127.0.0.1:$APP_PORT/token")
 hit_calls=$(( $(introspections) - before ))
 before=$(introspections)
+read -r fa_rate fa_p50 fa_p99 fa_err < <(load -s bench/forward_auth.lua "http://127.0.0.1:$APP_PORT/forward-auth")
+fa_calls=$(( $(introspections) - before ))
+before=$(introspections)
 read -r cold_rate cold_p50 cold_p99 cold_err < <(load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
 cold_calls=$(( $(introspections) - before ))
 read -r idp_rate idp_p50 idp_p99 idp_err < <(load -s bench/introspect.lua "http://127.0.0.1:$IDP_PORT/introspect")
@@ -86,6 +94,8 @@ printf '%-44s %10s %9s %9s %8s %s\n' phase req/s p50_ms p99_ms non2xx note
 printf '%-44s %10s %9s %9s %8s %s\n' "(b) baseline GET /healthz" "$base_rate" "$base_p50" "$base_p99" "$base_err" "1.00"
 printf '%-44s %10s %9s %9s %8s %s\n' "(a) cache-hit exchange (L1 warm, Redis L2)" "$hit_rate" "$hit_p50" "$hit_p99" "$hit_err" \
   "$(ratio "$hit_rate" "$base_rate") of baseline; upstream calls during phase: $hit_calls"
+printf '%-44s %10s %9s %9s %8s %s\n' "(f) forward-auth decision, cache hit" "$fa_rate" "$fa_p50" "$fa_p99" "$fa_err" \
+  "$(ratio "$fa_rate" "$base_rate") of baseline; upstream calls during phase: $fa_calls"
 printf '%-44s %10s %9s %9s %8s %s\n' "(c) cold exchange (new token each time)" "$cold_rate" "$cold_p50" "$cold_p99" "$cold_err" \
   "$(ratio "$cold_rate" "$idp_rate") of upstream rate; upstream calls: $cold_calls"
 printf '%-44s %10s %9s %9s %8s %s\n' "    fake upstream introspection, direct" "$idp_rate" "$idp_p50" "$idp_p99" "$idp_err" ""
