@@ -15,7 +15,8 @@ use crate::state::AppState;
 /// The subject token is the request's `Authorization: Bearer` credential. The original request
 /// is read from `X-Forwarded-Method`, `X-Forwarded-Host`, `X-Forwarded-Uri` (or `X-Original-Method`,
 /// `X-Original-URI`), else taken from this request: its method, `Host` and the path below
-/// `/forward-auth`. A gateway may name the route with `?route=` or `X-Token-Exchange-Route`.
+/// `/forward-auth`. A gateway may name the route with `?route=` (on `/forward-auth` itself; below
+/// it the query is the client's) or `X-Token-Exchange-Route`.
 /// Only trusted proxies may call it. Any method is accepted; bodies are ignored and never sent.
 #[utoipa::path(
     method(get, post, head, put, patch, delete, options),
@@ -43,7 +44,10 @@ pub async fn forward_auth(request: HttpRequest, state: web::Data<AppState>) -> R
     if !state.forward_auth.trusts(peer) {
         return Err(refused(Refusal::UntrustedPeer));
     }
-    let query: Vec<(String, String)> = serde_html_form::from_str(request.query_string()).unwrap_or_default();
+    // Below `/forward-auth` the query is the client's own (Envoy's `path_prefix` appends it):
+    // there it must never choose the route.
+    let decision_query = if request.path() == "/forward-auth" { request.query_string() } else { "" };
+    let query: Vec<(String, String)> = serde_html_form::from_str(decision_query).unwrap_or_default();
     let named_route = query
         .iter()
         .find(|(name, _)| name == "route")

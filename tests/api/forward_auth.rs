@@ -148,7 +148,10 @@ async fn a_scope_the_route_needs_and_the_client_may_not_grant_is_403_insufficien
     let response = decide(&app, Some(&idp.token(app.now())), "/api/orders").await;
 
     assert_eq!(response.status(), 403);
-    assert_eq!(challenge(&response), format!("Bearer realm=\"{ISSUER}\", error=\"insufficient_scope\", scope=\"admin\""));
+    assert_eq!(
+        challenge(&response),
+        format!("Bearer realm=\"{ISSUER}\", error=\"insufficient_scope\", scope=\"admin\"")
+    );
 }
 
 #[tokio::test]
@@ -279,7 +282,11 @@ async fn an_untrusted_peer_is_403_before_any_work() {
 #[tokio::test]
 async fn an_upstream_outage_is_503_with_retry_after() {
     let idp = FakeIdp::start().await;
-    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).configure(with_orders_route).spawn().await;
+    let app = TestApp::builder(&idp)
+        .with_opaque_upstream(idp.introspection_upstream())
+        .configure(with_orders_route)
+        .spawn()
+        .await;
     idp.introspection_answers("opaque-down", ResponseTemplate::new(503).insert_header("Retry-After", "7")).await;
 
     let response = decide(&app, Some("opaque-down"), "/api/orders").await;
@@ -436,4 +443,21 @@ fn a_plain_http_issuer_is_accepted_on_loopback_only() {
     assert!(with_issuer("http://localhost:8080").is_ok());
     let refused = with_issuer("http://sts.example.com").unwrap_err();
     assert!(refused.contains("server.issuer"), "{refused}");
+}
+
+#[tokio::test]
+async fn below_forward_auth_the_query_is_the_clients_and_never_names_the_route() {
+    let idp = FakeIdp::start().await;
+    let app = gateway_app(&idp).await;
+
+    let response = app
+        .http
+        .get(app.url("/forward-auth/api/invoices?route=orders"))
+        .header("Host", "api.example.com")
+        .bearer_auth(idp.token(app.now()))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 403, "no route covers /api/invoices");
 }

@@ -1,0 +1,5 @@
+//! Caddy with `forward_auth` (examples/caddy/Caddyfile).
+
+use super::harness::Proxy;
+
+gateway_behaviours!(Proxy::Caddy);
