@@ -13,6 +13,8 @@ WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; NGINX=/usr/sbin/nginx; }
 timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6379' 2>/dev/null ||
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 
@@ -59,6 +61,20 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# nginx in front of an echo backend, once directly and once asking us first (the example).
+GATEWAY_PORT=18082; BACKEND_PORT=18083; DIRECT_PORT=18084; CACHED_PORT=18085
+render() {
+  sed -e "s#{{AUTH_PORT}}#$APP_PORT#g; s#{{BACKEND_PORT}}#$BACKEND_PORT#g; s#{{LISTEN_PORT}}#$GATEWAY_PORT#g" \
+      -e "s#{{CACHED_LISTEN_PORT}}#$CACHED_PORT#g; s#{{CACHE_DIR}}#$2/cache#g; s#{{DIRECT_PORT}}#$DIRECT_PORT#g" \
+      -e "s#^\(\s*\)access_log /dev/stdout;#\1access_log off;#" "$1" > "$2/nginx.conf"
+}
+for site in echo gateway; do mkdir -p "$WORK/$site"; done
+render bench/nginx-echo.conf "$WORK/echo"
+render examples/nginx/nginx.conf "$WORK/gateway"
+for site in echo gateway; do
+  "$NGINX" -p "$WORK/$site" -e "$WORK/$site/error.log" -c "$WORK/$site/nginx.conf" -g "daemon off; pid $WORK/$site/nginx.pid;" &
+done
+
 introspections() { curl -s "http://127.0.0.1:$IDP_PORT/stats" | sed 's/.*"introspections":\([0-9]*\).*/\1/'; }
 # wrk output → "rate p50 p99" (latencies in ms).
 summarize() {
@@ -87,6 +103,8 @@ before=$(introspections)
 read -r cold_rate cold_p50 cold_p99 cold_err < <(load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
 cold_calls=$(( $(introspections) - before ))
 read -r idp_rate idp_p50 idp_p99 idp_err < <(load -s bench/introspect.lua "http://127.0.0.1:$IDP_PORT/introspect")
+read -r direct_rate direct_p50 direct_p99 direct_err < <(load "http://127.0.0.1:$DIRECT_PORT/api/orders/42")
+read -r gw_rate gw_p50 gw_p99 gw_err < <(load -s bench/gateway.lua "http://127.0.0.1:$GATEWAY_PORT/api/orders/42")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%s, %s connections, %ss per phase, %s cores\n' "$(date -u +%F)" "$CONNECTIONS" "$DURATION" "$(nproc)"
@@ -99,3 +117,6 @@ printf '%-44s %10s %9s %9s %8s %s\n' "(f) forward-auth decision, cache hit" "$fa
 printf '%-44s %10s %9s %9s %8s %s\n' "(c) cold exchange (new token each time)" "$cold_rate" "$cold_p50" "$cold_p99" "$cold_err" \
   "$(ratio "$cold_rate" "$idp_rate") of upstream rate; upstream calls: $cold_calls"
 printf '%-44s %10s %9s %9s %8s %s\n' "    fake upstream introspection, direct" "$idp_rate" "$idp_p50" "$idp_p99" "$idp_err" ""
+printf '%-44s %10s %9s %9s %8s %s\n' "(n) nginx -> echo, no decision" "$direct_rate" "$direct_p50" "$direct_p99" "$direct_err" "1.00"
+printf '%-44s %10s %9s %9s %8s %s\n' "(g) nginx -> forward-auth -> echo" "$gw_rate" "$gw_p50" "$gw_p99" "$gw_err" \
+  "$(ratio "$gw_rate" "$direct_rate") of nginx -> echo"
