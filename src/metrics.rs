@@ -74,6 +74,17 @@ impl Metrics {
         });
     }
 
+    /// The signing keys as the scrape sees them: whether one may sign, how long it has, and
+    /// how many keys are published.
+    pub fn signing_keys(&self, signing_for: Option<Duration>, published: usize) {
+        self.record(|| {
+            metrics::gauge!("token_exchange_signing_key_active").set(if signing_for.is_some() { 1.0 } else { 0.0 });
+            metrics::gauge!("token_exchange_signing_key_age_seconds")
+                .set(signing_for.unwrap_or_default().as_secs_f64());
+            metrics::gauge!("token_exchange_published_keys").set(published as f64);
+        });
+    }
+
     pub fn redis_error(&self, operation: &'static str) {
         self.record(|| {
             metrics::counter!("token_exchange_redis_errors_total", "operation" => operation).increment(1);

@@ -11,5 +11,7 @@ use crate::state::AppState;
 )]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let now = state.clock.now();
+    state.metrics.signing_keys(state.keys.signing_key_age(now), state.keys.jwks(now).keys.len());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -152,6 +152,15 @@ impl KeyRing {
     /// The key to sign with at `now`: the newest active key of the configured algorithm, or
     /// while none is active yet (an algorithm change in progress), the newest active key.
     pub fn signing_key(&self, now: UnixTime) -> Option<Arc<SigningKey>> {
+        self.signing(now).map(|(key, _)| key)
+    }
+
+    /// How long the key that signs at `now` has been signing; `None` when none may sign.
+    pub fn signing_key_age(&self, now: UnixTime) -> Option<Duration> {
+        self.signing(now).map(|(_, activated_at)| activated_at.until(now))
+    }
+
+    fn signing(&self, now: UnixTime) -> Option<(Arc<SigningKey>, UnixTime)> {
         let keys = self.snapshot();
         // A key signs only while every token it signs now will expire before it retires.
         let last_safe_signing = now + self.policy.token_ttl;
@@ -161,7 +170,7 @@ impl KeyRing {
             .filter(active)
             .find(|k| k.key.algorithm() == self.algorithm)
             .or_else(|| keys.iter().find(active));
-        key.map(|k| k.key.clone())
+        key.map(|k| (k.key.clone(), k.activates_at))
     }
 
     /// Every key not yet retired at `now`, including keys published ahead of use.

@@ -207,3 +207,16 @@ fn the_rotate_key_command_adds_a_key() {
     assert!(printed.starts_with("added ES256 key "), "{printed}");
     assert_ne!(first.stdout, printed.into_bytes());
 }
+
+#[tokio::test]
+async fn metrics_report_an_active_signing_key_and_its_age() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+    app.clock.advance(Duration::from_secs(90));
+
+    let metrics = app.metrics().await;
+
+    assert_eq!(metrics.value("token_exchange_signing_key_active", &[]), Some(1.0));
+    assert_eq!(metrics.value("token_exchange_signing_key_age_seconds", &[]), Some(90.0));
+    assert_eq!(metrics.value("token_exchange_published_keys", &[]), Some(1.0));
+}
