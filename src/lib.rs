@@ -16,6 +16,7 @@ pub(crate) mod grpc;
 pub mod http;
 pub(crate) mod identity;
 pub mod keys;
+pub(crate) mod live;
 pub mod metrics;
 pub(crate) mod oauth;
 pub(crate) mod report;

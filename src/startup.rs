@@ -14,12 +14,13 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::cache::{IdentityCache, MemoryCache, RedisCache};
 use crate::clients::ClientRegistry;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Settings;
+use crate::config::{ForwardAuthSettings, Settings};
 use crate::exchange::ExchangeService;
 use crate::gateway::ForwardAuth;
 use crate::http;
 use crate::identity::{IdentityService, Routes};
 use crate::keys::KeyRing;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
 use crate::state::{AppState, BodyLimits};
@@ -34,6 +35,7 @@ pub struct Application {
     port: u16,
     metrics_port: Option<u16>,
     grpc_port: Option<u16>,
+    reloader: Arc<Reloader>,
     server: Server,
     database: Database,
 }
@@ -57,10 +59,7 @@ impl Application {
             Arc::new(UpstreamHttp::new(&settings.upstream_http, metrics.clone()).context("building the HTTP client")?);
         let routes = upstream_routes(&settings, &http_client);
         let identities = Arc::new(identity_service(&settings, routes, clock.clone(), metrics.clone())?);
-        let clients = Arc::new(
-            ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
-                .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?,
-        );
+        let clients = Arc::new(Live::new(client_registry(&settings)?));
         let exchange =
             Arc::new(ExchangeService::new(identities.clone(), keys.clone(), settings.minting(), clock.clone()));
         let forward_auth =
@@ -70,7 +69,7 @@ impl Application {
             Some(address) => Some(serve_ext_authz(address, forward_auth.clone(), &settings, stop_requested)?),
             None => None,
         };
-        let metadata = ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings));
+        let metadata = Live::new(ServerMetadata::new(&settings.server.issuer, supported_scopes(&settings)));
         let listener = TcpListener::bind(settings.server.listen)
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
@@ -99,6 +98,12 @@ impl Application {
             clock,
         });
 
+        let reloader = Arc::new(Reloader {
+            running: tokio::sync::Mutex::new(settings.clone()),
+            state: state.clone(),
+            http: http_client,
+        });
+        reload_on_hangup(reloader.clone())?;
         let mut server = HttpServer::new(move || {
             App::new()
                 .into_utoipa_app()
@@ -133,7 +138,12 @@ impl Application {
         let server = server.run();
         stop_on_signal(server.handle(), stopping)?;
         tracing::info!(port, metrics_port, grpc_port, issuer = %settings.server.issuer, "token-exchange listening");
-        Ok(Self { port, metrics_port, grpc_port, server, database })
+        Ok(Self { port, metrics_port, grpc_port, server, database, reloader })
+    }
+
+    /// Applies a changed configuration while serving; SIGHUP calls it too.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// The port of the Envoy ext_authz gRPC listener (`forward_auth.grpc_listen`), if any.
@@ -156,6 +166,100 @@ impl Application {
         self.database.close().await;
         result
     }
+}
+
+/// Applies a changed configuration to a running application: clients, upstreams (and the
+/// claims they keep), forward-auth routes and trusted proxies. Requests under way finish on
+/// what they started with. What only a restart can change is named in the log and left as is.
+pub struct Reloader {
+    running: tokio::sync::Mutex<Settings>,
+    state: web::Data<AppState>,
+    http: Arc<UpstreamHttp>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Upstreams whose settings changed (or that left): their cached verdicts were dropped.
+    pub changed_upstreams: Vec<String>,
+    /// Settings that differ but keep their running value until a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Reloader {
+    /// Reads the configuration file again (and the environment) and applies it. An invalid
+    /// configuration changes nothing.
+    pub async fn reload(&self) -> anyhow::Result<Reloaded> {
+        let source = self.running.lock().await.source.clone();
+        let settings = Settings::load(source.as_deref())?;
+        self.apply(settings).await
+    }
+
+    pub async fn apply(&self, settings: Settings) -> anyhow::Result<Reloaded> {
+        settings.validate()?;
+        let mut running = self.running.lock().await;
+        let mut next = running.clone();
+        next.clients = settings.clients.clone();
+        next.upstreams = settings.upstreams.clone();
+        next.tokens.claims = settings.tokens.claims.clone();
+        next.forward_auth =
+            ForwardAuthSettings { grpc_listen: running.forward_auth.grpc_listen, ..settings.forward_auth.clone() };
+        next.validate()?;
+        let reloaded = Reloaded {
+            changed_upstreams: changed_upstreams(&running, &next),
+            needs_restart: running.fixed_differences(&settings),
+        };
+        self.state.clients.replace(client_registry(&next)?);
+        self.state.identities.reconfigure(upstream_routes(&next, &self.http), &reloaded.changed_upstreams).await;
+        self.state.forward_auth.reconfigure(&next.forward_auth);
+        self.state.metadata.replace(ServerMetadata::new(&next.server.issuer, supported_scopes(&next)));
+        for key in &reloaded.needs_restart {
+            tracing::warn!(key, "changed in the configuration; only a restart applies it");
+        }
+        tracing::info!(
+            clients = next.clients.len(),
+            upstreams = next.upstreams.len(),
+            routes = next.forward_auth.routes.len(),
+            changed_upstreams = ?reloaded.changed_upstreams,
+            "configuration reloaded"
+        );
+        *running = next;
+        Ok(reloaded)
+    }
+}
+
+/// Upstreams whose verdicts no longer hold: settings changed, gone, or the kept claims changed.
+fn changed_upstreams(running: &Settings, next: &Settings) -> Vec<String> {
+    let claims_changed = running.tokens.claims != next.tokens.claims;
+    running
+        .upstreams
+        .iter()
+        .filter(|old| {
+            let new = next.upstreams.iter().find(|u| u.name == old.name);
+            claims_changed || new.is_none_or(|new| format!("{new:?}") != format!("{old:?}"))
+        })
+        .map(|old| old.name.clone())
+        .collect()
+}
+
+fn client_registry(settings: &Settings) -> anyhow::Result<ClientRegistry> {
+    ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
+        .map_err(|_| anyhow::anyhow!("cannot generate a random key"))
+}
+
+/// SIGHUP reloads the configuration; a refused one is logged with its reason and the running
+/// configuration stays in force.
+fn reload_on_hangup(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Err(error) = reloader.reload().await {
+                tracing::error!(error = format!("{error:#}"), "configuration refused; the running one stays in force");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Every upstream, as the routes tokens can take: JWT upstreams by issuer, opaque ones by name.

@@ -8,6 +8,7 @@ use crate::exchange::ExchangeService;
 use crate::gateway::ForwardAuth;
 use crate::identity::IdentityService;
 use crate::keys::KeyRing;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
 use crate::storage::Database;
@@ -21,7 +22,8 @@ pub struct BodyLimits {
 }
 
 pub struct AppState {
-    pub clients: Arc<ClientRegistry>,
+    /// Replaced by a configuration reload.
+    pub clients: Arc<Live<ClientRegistry>>,
     pub exchange: Arc<ExchangeService>,
     pub forward_auth: Arc<ForwardAuth>,
     /// `iss` of minted tokens, and the realm of Bearer challenges.
@@ -30,7 +32,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub keys: Arc<KeyRing>,
     pub database: Database,
-    pub metadata: ServerMetadata,
+    pub metadata: Live<ServerMetadata>,
     pub bodies: BodyLimits,
     /// The port of the separate metrics listener, when there is one.
     pub metrics_port: Option<u16>,

@@ -20,6 +20,10 @@ impl CacheKey {
         Self { upstream: upstream.into(), digest }
     }
 
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
     pub fn digest(&self) -> &TokenDigest {
         &self.digest
     }

@@ -176,6 +176,13 @@ impl IdentityCache for MemoryCache {
         Ok(self.exchanged.contains_key(&(*digest, client_id.into())))
     }
 
+    async fn remove_upstream(&self, upstream: &str) -> Result<u64, CacheError> {
+        let doomed: Vec<CacheKey> =
+            self.entries.iter().filter(|(key, _)| key.upstream() == upstream).map(|(key, _)| (*key).clone()).collect();
+        self.drop_keys(&doomed).await;
+        Ok(doomed.len() as u64)
+    }
+
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
         Ok(self.drop_subject(issuer, &subject_digest(subject)).await)
     }

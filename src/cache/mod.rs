@@ -92,6 +92,9 @@ pub trait IdentityCache: Send + Sync {
         self.record_exchange(key.digest(), holder, until, now).await
     }
 
+    /// Drops every verdict given by `upstream` (its settings changed); returns how many.
+    async fn remove_upstream(&self, upstream: &str) -> Result<u64, CacheError>;
+
     /// Drops every entry of one subject (optionally of one issuer); returns how many.
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError>;
 

@@ -289,6 +289,30 @@ impl IdentityCache for RedisCache {
         self.run("was_exchanged_by", Query::Command(exists)).await
     }
 
+    /// A SCAN over the upstream's entries: rare (a configuration reload), never on a request.
+    async fn remove_upstream(&self, upstream: &str) -> Result<u64, CacheError> {
+        let escaped: String = upstream
+            .chars()
+            .flat_map(|c| if matches!(c, '*' | '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] })
+            .collect();
+        let pattern = format!("{}:v1:id:{escaped}:*", self.prefix);
+        let mut cursor = 0u64;
+        let mut removed = 0;
+        loop {
+            let scan = command("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
+            let (next, keys): (u64, Vec<String>) = self.run("remove_upstream", Query::Command(scan)).await?;
+            if !keys.is_empty() {
+                let deleted: u64 =
+                    self.run("remove_upstream", Query::Command(command("DEL").arg(&keys).clone())).await?;
+                removed += deleted;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
         let digest = subject_digest(subject);
         let index = self.subject_key(&digest);

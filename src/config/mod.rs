@@ -32,6 +32,9 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     pub clients: Vec<ClientSettings>,
     pub forward_auth: ForwardAuthSettings,
+    /// The file these settings were read from, read again on a reload (SIGHUP).
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,9 +189,31 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let settings: Settings = figment.extract().map_err(Box::new)?;
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
+        settings.source = file.map(Path::to_path_buf);
         Ok(settings)
+    }
+
+    /// The settings that only a restart can change, by key, where `self` and `other` differ.
+    /// Clients, upstreams (with `tokens.claims`) and forward-auth routes can change at run time.
+    pub fn fixed_differences(&self, other: &Settings) -> Vec<&'static str> {
+        // Debug output compares whole sections; secrets in it are never printed, only compared.
+        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let tokens =
+            |s: &Settings| (s.tokens.algorithm, s.tokens.ttl, s.tokens.default_audience.clone(), s.tokens.reuse_minted);
+        [
+            ("server", differs(&self.server, &other.server)),
+            ("storage", differs(&self.storage, &other.storage)),
+            ("tokens (other than claims)", differs(&tokens(self), &tokens(other))),
+            ("keys", differs(&self.keys, &other.keys)),
+            ("upstream_http", differs(&self.upstream_http, &other.upstream_http)),
+            ("cache", differs(&self.cache, &other.cache)),
+            ("forward_auth.grpc_listen", self.forward_auth.grpc_listen != other.forward_auth.grpc_listen),
+        ]
+        .into_iter()
+        .filter_map(|(key, differs)| differs.then_some(key))
+        .collect()
     }
 
     /// Key rotation timing: a replaced key stays published for the longest token lifetime

@@ -17,6 +17,7 @@ pub use settings::{ForwardAuthSettings, RouteSettings};
 use crate::clients::ClientRegistry;
 use crate::clock::Stopwatch;
 use crate::exchange::ExchangeService;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::oauth::{Cause, ExchangeRequest, MAX_TOKEN_BYTES, OAuthError, PresentedToken, TokenType};
 use crate::vocabulary::SubjectToken;
@@ -194,13 +195,28 @@ pub struct Refused {
     pub realm: Arc<str>,
 }
 
-/// The forward-auth use case.
-pub struct ForwardAuth {
+/// What a configuration reload may change.
+struct Rules {
     routes: RouteTable,
     trusted_proxies: Vec<IpNet>,
     proxy_cache_ttl: Duration,
+}
+
+impl Rules {
+    fn new(settings: &ForwardAuthSettings) -> Self {
+        Self {
+            routes: RouteTable::new(settings.routes.iter().filter_map(Route::from_settings).collect()),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            proxy_cache_ttl: settings.proxy_cache_ttl,
+        }
+    }
+}
+
+/// The forward-auth use case.
+pub struct ForwardAuth {
+    rules: Live<Rules>,
     exchange: Arc<ExchangeService>,
-    clients: Arc<ClientRegistry>,
+    clients: Arc<Live<ClientRegistry>>,
     metrics: Metrics,
 }
 
@@ -208,24 +224,24 @@ impl ForwardAuth {
     pub fn new(
         settings: &ForwardAuthSettings,
         exchange: Arc<ExchangeService>,
-        clients: Arc<ClientRegistry>,
+        clients: Arc<Live<ClientRegistry>>,
         metrics: Metrics,
     ) -> Self {
-        Self {
-            routes: RouteTable::new(settings.routes.iter().filter_map(Route::from_settings).collect()),
-            trusted_proxies: settings.trusted_proxies.clone(),
-            proxy_cache_ttl: settings.proxy_cache_ttl,
-            exchange,
-            clients,
-            metrics,
-        }
+        Self { rules: Live::new(Rules::new(settings)), exchange, clients, metrics }
+    }
+
+    /// Routes, trusted proxies and caching as a reloaded configuration says; decisions already
+    /// under way finish under the old ones.
+    pub fn reconfigure(&self, settings: &ForwardAuthSettings) {
+        self.rules.replace(Rules::new(settings));
     }
 
     /// Whether `peer` may ask for decisions at all.
     pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        let rules = self.rules.current();
         peer.is_some_and(|ip| {
             let ip = ip.to_canonical();
-            self.trusted_proxies.iter().any(|net| net.contains(&ip))
+            rules.trusted_proxies.iter().any(|net| net.contains(&ip))
         })
     }
 
@@ -233,31 +249,34 @@ impl ForwardAuth {
         let started = Stopwatch::start();
         let (route, result) = self.decide_unmeasured(request).await;
         let outcome = result.as_ref().map_or_else(Refusal::outcome, |_| "allowed");
-        self.metrics.forward_auth_decision(route.unwrap_or("none"), outcome, started.elapsed());
+        self.metrics.forward_auth_decision(route.as_deref().unwrap_or("none"), outcome, started.elapsed());
         result
     }
 
-    async fn decide_unmeasured<'a>(
-        &'a self,
-        request: DecisionRequest<'_>,
-    ) -> (Option<&'a str>, Result<Allowed, Refusal>) {
+    async fn decide_unmeasured(&self, request: DecisionRequest<'_>) -> (Option<String>, Result<Allowed, Refusal>) {
         if !self.trusts(request.peer) {
             return (None, Err(Refusal::UntrustedPeer));
         }
-        let route = match self.routes.select(request.route, &request.original) {
+        let rules = self.rules.current();
+        let route = match rules.routes.select(request.route, &request.original) {
             Ok(route) => route,
             Err(no_route) => return (None, Err(Refusal::Forbidden { reason: no_route.to_string(), scope: None })),
         };
-        (Some(route.name.as_str()), self.exchange_under(route, request.credential).await)
+        (Some(route.name.clone()), self.exchange_under(route, rules.proxy_cache_ttl, request.credential).await)
     }
 
-    async fn exchange_under(&self, route: &Route, credential: Credential) -> Result<Allowed, Refusal> {
+    async fn exchange_under(
+        &self,
+        route: &Route,
+        proxy_cache_ttl: Duration,
+        credential: Credential,
+    ) -> Result<Allowed, Refusal> {
         let token = match credential {
             Credential::Bearer(token) => token,
             Credential::Missing => return Err(Refusal::NoCredential),
             Credential::Malformed => return Err(Refusal::MalformedCredential),
         };
-        let client = self.clients.registered(&route.client_id).ok_or_else(|| {
+        let client = self.clients.current().registered(&route.client_id).ok_or_else(|| {
             Refusal::Fault(Arc::new(OAuthError::invalid_request(format!(
                 "route {} names no registered client",
                 route.name
@@ -273,7 +292,7 @@ impl ForwardAuth {
         };
         let issued = self.exchange.exchange(&client, request).await.map_err(|e| Refusal::from_exchange(e, route))?;
         let cache_for =
-            Some(self.proxy_cache_ttl.min(issued.expires_in.saturating_sub(CACHE_MARGIN))).filter(|ttl| !ttl.is_zero());
+            Some(proxy_cache_ttl.min(issued.expires_in.saturating_sub(CACHE_MARGIN))).filter(|ttl| !ttl.is_zero());
         Ok(Allowed { access_token: issued.access_token, cache_for })
     }
 }

@@ -20,5 +20,5 @@ pub async fn authenticated_client(
     }
     let credentials = ClientCredentials::from_request(authorization, body)?;
     let peer = request.peer_addr().map(|address| address.ip().to_canonical());
-    state.clients.authenticate(&credentials, peer).await
+    state.clients.current().authenticate(&credentials, peer).await
 }

@@ -13,7 +13,8 @@ use crate::state::AppState;
 )]
 #[get("/.well-known/oauth-authorization-server")]
 pub async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
-    if state.metadata.issuer_path().is_empty() { Ok(respond(&state.metadata)) } else { Err(OAuthError::NotFound) }
+    let document = state.metadata.current();
+    if document.issuer_path().is_empty() { Ok(respond(&document)) } else { Err(OAuthError::NotFound) }
 }
 
 /// RFC 8414 §3: for an issuer with a path, the well-known segment goes before that path.
@@ -21,8 +22,9 @@ pub async fn metadata_with_path(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    if state.metadata.issuer_path() == format!("/{}", path.into_inner()) {
-        Ok(respond(&state.metadata))
+    let document = state.metadata.current();
+    if document.issuer_path() == format!("/{}", path.into_inner()) {
+        Ok(respond(&document))
     } else {
         Err(OAuthError::NotFound)
     }

@@ -35,6 +35,7 @@ use crate::cache::{
     CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lookup, MemoryCache, subject_digest,
 };
 use crate::clock::UnixTime;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::upstream::unverified_claims;
 use crate::vocabulary::{SubjectToken, TokenDigest, ValidatedIdentity, ValidationError, Vouched};
@@ -42,7 +43,8 @@ use crate::vocabulary::{SubjectToken, TokenDigest, ValidatedIdentity, Validation
 /// Turns a token into a validated identity: in-process cache, then the shared cache, then
 /// the one responsible upstream, remembering the answer as long as it may be trusted.
 pub struct IdentityService {
-    routes: Routes,
+    /// Replaced by a configuration reload; a resolution under way finishes on its snapshot.
+    routes: Live<Routes>,
     local: MemoryCache,
     shared: Option<Arc<dyn IdentityCache>>,
     policy: CachePolicy,
@@ -57,7 +59,20 @@ impl IdentityService {
         policy: CachePolicy,
         metrics: Metrics,
     ) -> Self {
-        Self { routes, local, shared, policy, metrics }
+        Self { routes: Live::new(routes), local, shared, policy, metrics }
+    }
+
+    /// Takes the upstreams of a reloaded configuration. Verdicts of the `changed` upstreams
+    /// were given under settings no longer in force: they are dropped here and in Redis.
+    pub async fn reconfigure(&self, routes: Routes, changed: &[String]) {
+        self.routes.replace(routes);
+        for upstream in changed {
+            let mut removed = self.local.remove_upstream(upstream).await.unwrap_or(0);
+            if let Some(shared) = &self.shared {
+                removed += shared.remove_upstream(upstream).await.unwrap_or(0);
+            }
+            tracing::info!(upstream, removed, "verdicts of a reconfigured upstream dropped");
+        }
     }
 
     #[tracing::instrument(name = "resolve", skip_all, fields(token = %token.digest().fingerprint()))]
@@ -71,7 +86,7 @@ impl IdentityService {
         holder: Option<&str>,
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
-        let route = self.routes.route(token, bound_upstream)?;
+        let route = self.routes.current().route(token, bound_upstream)?;
         let digest = token.digest();
         let key = CacheKey::new(route.upstream_name().clone(), digest);
         if self.is_revoked_locally(&digest, now).await {
@@ -222,7 +237,8 @@ impl IdentityService {
             tracing::info!(security_event = "revocation_ignored", token = %digest.fingerprint(), client_id = revoker.client_id, "revocation of a token the client never exchanged");
             return Ok(Revocation::NotEntitled);
         }
-        let keys: Vec<CacheKey> = self.routes.names().iter().map(|name| CacheKey::new(name.clone(), digest)).collect();
+        let keys: Vec<CacheKey> =
+            self.routes.current().names().iter().map(|name| CacheKey::new(name.clone(), digest)).collect();
         let mut known_expiry = unverified_claims(token).and_then(|claims| claims.expires_at());
         for key in &keys {
             if let Some(exp) = self.cached_expiry(key, now).await {

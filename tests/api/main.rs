@@ -21,5 +21,6 @@ mod jwt_subjects;
 mod keys;
 mod opaque_subjects;
 mod openapi;
+mod reload;
 mod revocation;
 mod token_exchange;

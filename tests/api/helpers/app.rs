@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use token_exchange::cache::RedisCache;
 use token_exchange::clock::{Clock as _, FixedClock};
 use token_exchange::config::{Settings, UpstreamSettings};
-use token_exchange::startup::Application;
+use token_exchange::startup::{Application, Reloader};
 
 use super::{
     ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, FakeIdp, ISSUER, JWKS_PATH, JWT, MetricsText, TOKEN_EXCHANGE, TestDatabase,
@@ -26,6 +26,8 @@ pub struct TestApp {
     pub address: String,
     /// The port of the separate metrics listener (`server.metrics_listen`), when there is one.
     pub metrics_port: Option<u16>,
+    /// Applies a changed configuration to the running app (what SIGHUP does).
+    pub reloader: Arc<Reloader>,
     /// The app's time: it moves only when the test advances it, and every timer of the app
     /// (key maintenance, Redis backoff, reconnect pauses) runs on it.
     pub clock: FixedClock,
@@ -123,6 +125,7 @@ impl TestAppBuilder {
         let app = Application::build_with_clock(settings.clone(), Arc::new(clock.clone())).await.unwrap();
         let port = app.port();
         let metrics_port = app.metrics_port();
+        let reloader = app.reloader();
         tokio::spawn(app.run_until_stopped());
         // Let the app's background tasks start their first sleep on the clock, so that a test
         // moving the clock from its first line already drives them.
@@ -133,6 +136,7 @@ impl TestAppBuilder {
         TestApp {
             address: format!("http://127.0.0.1:{port}"),
             metrics_port,
+            reloader,
             clock,
             http: reqwest::Client::new(),
             settings,
