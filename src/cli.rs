@@ -80,16 +80,18 @@ fn serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
-    telemetry::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return failure(&error),
     };
+    // The trace exporter talks gRPC on this runtime.
+    let traces = runtime.block_on(async { telemetry::init_with_traces(log_format, &settings.telemetry) });
     let result = runtime.block_on(async {
         let application = Application::build(settings).await?;
         application.run_until_stopped().await?;
         anyhow::Ok(())
     });
+    traces.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -2,6 +2,14 @@
 //! `skip_all` so no token or secret enters a log line by accident.
 
 use clap::ValueEnum;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::Deserialize;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
 
 use crate::clock::Stopwatch;
 use crate::gateway::Refused;
@@ -18,10 +26,48 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default `info` filter.
+/// `[telemetry]`: traces for an OpenTelemetry backend, exported over OTLP/gRPC. Off unless an
+/// endpoint is set here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// The collector, for example `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the traces; `OTEL_SERVICE_NAME` wins, `token-exchange` otherwise.
+    pub service_name: Option<String>,
+}
+
+/// The trace exporter, flushed when the service stops.
+#[must_use = "dropping it stops nothing, but call shutdown() to flush the last spans"]
+pub struct Traces(Option<SdkTracerProvider>);
+
+impl Traces {
+    pub fn shutdown(self) {
+        if let Some(provider) = self.0
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "the last spans could not be exported");
+        }
+    }
+}
+
+/// Installs the global subscriber without trace export.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    init_with_traces(format, &TelemetrySettings::default()).shutdown();
+}
+
+/// Installs the global subscriber: log lines filtered by `RUST_LOG` (default `info`), and, when
+/// an OTLP endpoint is configured, every span of this crate exported as a trace. Must run
+/// inside the tokio runtime, which the gRPC exporter uses.
+pub fn init_with_traces(format: LogFormat, settings: &TelemetrySettings) -> Traces {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = otlp_provider(settings);
+    let traces = provider.as_ref().map(|provider| {
+        let crate_spans = EnvFilter::new(concat!(env!("CARGO_CRATE_NAME"), "=info"));
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("token-exchange")).with_filter(crate_spans)
+    });
+    let logs_filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(traces);
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -29,13 +75,50 @@ pub fn init(format: LogFormat) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(logs_filter()),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().pretty()).try_init(),
+        LogFormat::Pretty => {
+            registry.with(tracing_subscriber::fmt::layer().pretty().with_filter(logs_filter())).try_init()
+        }
     };
     // Already installed (tests build several apps in one process): keep the first.
     let _ = result;
+    Traces(provider)
+}
+
+fn otlp_provider(settings: &TelemetrySettings) -> Option<SdkTracerProvider> {
+    let endpoint = settings
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|endpoint| !endpoint.trim().is_empty())?;
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(&endpoint).build() {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("error: traces will not be exported to {endpoint}: {error}");
+            return None;
+        }
+    };
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(settings.service_name.clone().unwrap_or_else(|| "token-exchange".into()));
+    }
+    Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+}
+
+/// Reads W3C `traceparent`/`tracestate` from a request.
+struct IncomingHeaders<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for IncomingHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
 }
 
 /// One log line per request, inside tracing-actix-web's root span (which carries the request
@@ -112,7 +195,7 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
         use actix_web::HttpMessage as _;
         let request_id = request.extensions().get::<tracing_actix_web::RequestId>().map(ToString::to_string);
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
             http.route = request.match_pattern().unwrap_or_default(),
@@ -120,7 +203,19 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
             request_id = request_id.unwrap_or_default(),
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
-        )
+            trace_id = tracing::field::Empty,
+        );
+        // A gateway's `traceparent` makes this request part of its trace.
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&IncomingHeaders(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+        let context = span.context();
+        let trace = context.span().span_context().clone();
+        if trace.is_valid() {
+            span.record("trace_id", tracing::field::display(trace.trace_id()));
+        }
+        span
     }
 
     /// Records the status on the span. Unlike the default builder it logs nothing: the access

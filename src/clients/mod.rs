@@ -127,6 +127,7 @@ impl ClientRegistry {
     /// Checks the presented secret of a request from `peer`. Unknown client ids go through the
     /// same verification (against a decoy hash) and the same failure count as wrong secrets, so
     /// the two look alike in status and timing.
+    #[tracing::instrument(name = "client_authentication", skip_all, fields(method = credentials.method.as_str()))]
     pub async fn authenticate(
         &self,
         credentials: &ClientCredentials,

@@ -14,6 +14,7 @@ pub use crate::clients::ClientSettings;
 pub use crate::gateway::{ForwardAuthSettings, RouteSettings};
 use crate::keys::{JWKS_MAX_AGE, SigningAlgorithm};
 pub use crate::storage::StorageSettings;
+pub use crate::telemetry::TelemetrySettings;
 pub use crate::upstream::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};
 
 mod validate;
@@ -32,6 +33,7 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     pub clients: Vec<ClientSettings>,
     pub forward_auth: ForwardAuthSettings,
+    pub telemetry: TelemetrySettings,
     /// The file these settings were read from, read again on a reload (SIGHUP).
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
@@ -209,6 +211,7 @@ impl Settings {
             ("keys", differs(&self.keys, &other.keys)),
             ("upstream_http", differs(&self.upstream_http, &other.upstream_http)),
             ("cache", differs(&self.cache, &other.cache)),
+            ("telemetry", differs(&self.telemetry, &other.telemetry)),
             ("forward_auth.grpc_listen", self.forward_auth.grpc_listen != other.forward_auth.grpc_listen),
         ]
         .into_iter()

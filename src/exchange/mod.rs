@@ -166,8 +166,10 @@ impl ExchangeService {
             expires_at,
         };
         let key = self.keys.signing_key(now).ok_or_else(|| OAuthError::server_error(MintError::NoActiveKey))?;
+        let signing = tracing::info_span!("sign", kid = key.kid(), alg = key.algorithm().as_str()).entered();
         let access_token =
             sign_jwt(&key, &claims.to_json()).map_err(|error| OAuthError::server_error(MintError::Sign(error)))?;
+        drop(signing);
         Ok((access_token, expires_at))
     }
 

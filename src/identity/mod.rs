@@ -75,7 +75,7 @@ impl IdentityService {
         }
     }
 
-    #[tracing::instrument(name = "resolve", skip_all, fields(token = %token.digest().fingerprint()))]
+    #[tracing::instrument(name = "resolve", skip_all, fields(token = %token.digest().fingerprint(), tier))]
     /// Who `token` belongs to. `holder` is the client presenting it as its subject token: it
     /// is remembered, because only a client that exchanged a token may revoke it (RFC 7009
     /// §2.1). The leader of a miss writes that record with the entry, in one round trip.
@@ -93,6 +93,7 @@ impl IdentityService {
             return Err(revoked());
         }
         if let Some(entry) = self.local.get_usable(&key, now).await {
+            tracing::Span::current().record("tier", "l1");
             self.metrics.cache_lookup("l1", hit_kind(&entry));
             let identity = entry.to_result()?;
             self.remember_holder(&digest, holder, &identity, now).await;
@@ -113,6 +114,7 @@ impl IdentityService {
         }
         let identity = entry.to_result()?;
         if !led.load(Ordering::Relaxed) {
+            tracing::Span::current().record("tier", "singleflight_wait");
             self.metrics.coalesced_wait();
             self.remember_holder(&digest, holder, &identity, now).await;
         }
@@ -140,6 +142,7 @@ impl IdentityService {
                     return Err(revoked());
                 }
                 Ok(Lookup { entry: Some(entry), .. }) if entry.is_usable_at(now) => {
+                    tracing::Span::current().record("tier", "l2");
                     self.metrics.cache_lookup("l2", hit_kind(&entry));
                     if let Some(identity) = entry.identity() {
                         self.remember_holder(key.digest(), holder, identity, now).await;
@@ -150,6 +153,7 @@ impl IdentityService {
                 Err(_) => {} // counted and logged by the backend; carry on without it
             }
         }
+        tracing::Span::current().record("tier", "upstream");
         let entry = match route.validate(token, now).await {
             Ok(vouched) => self.positive_entry(vouched, key, now).await,
             Err(ValidationError::Rejected(reason)) => self.policy.rejected(reason, now),

@@ -101,19 +101,21 @@ impl UpstreamHttp {
 
     /// Sends `request` and decodes a 2xx JSON body of at most the configured size, recording
     /// status and latency under `call`.
+    #[tracing::instrument(name = "upstream_call", skip_all, fields(upstream = call.upstream, kind = call.kind, status))]
     pub async fn send_json<T: DeserializeOwned>(
         &self,
         call: UpstreamCall<'_>,
         request: reqwest::RequestBuilder,
     ) -> Result<T, HttpFailure> {
         let started = Stopwatch::start();
-        let result = self.fetch_body(request).await;
+        let result = self.fetch_body(request.headers(trace_context())).await;
         let status = match &result {
             Ok(_) => "2xx".to_owned(),
             Err(HttpFailure::Status(code)) => code.to_string(),
             Err(HttpFailure::Unavailable { reason, .. }) => reason.metric_label().to_owned(),
             Err(HttpFailure::Body(_)) => "bad_body".to_owned(),
         };
+        tracing::Span::current().record("status", status.as_str());
         self.metrics.upstream_request(call.upstream, call.kind, status, started.elapsed());
         // serde's message can quote the body; only its category goes into errors and logs.
         serde_json::from_slice(&result?)
@@ -149,6 +151,25 @@ impl UpstreamHttp {
         }
         Ok(body)
     }
+}
+
+/// W3C `traceparent` for the current span, so the provider's trace joins ours.
+fn trace_context() -> HeaderMap {
+    struct Injector(HeaderMap);
+    impl opentelemetry::propagation::Injector for Injector {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let context = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+    let mut headers = Injector(HeaderMap::new());
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut headers));
+    headers.0
 }
 
 fn is_signed_jwt(headers: &HeaderMap) -> bool {

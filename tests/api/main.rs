@@ -24,3 +24,4 @@ mod openapi;
 mod reload;
 mod revocation;
 mod token_exchange;
+mod traces;
