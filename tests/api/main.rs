@@ -8,6 +8,7 @@ mod helpers;
 mod cache_contract;
 mod cli;
 mod client_auth;
+mod dashboards;
 mod discovery;
 mod e2e;
 mod forward_auth;
