@@ -1,12 +1,14 @@
-//! The command line: serve, check-config, openapi, hash-secret.
+//! The command line: serve, check-config, rotate-key, openapi, hash-secret, demo, verify-token.
 
 use std::io::Read as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
+use crate::demo::DemoOptions;
 use crate::keys::KeyRing;
 use crate::startup::Application;
 use crate::telemetry::{self, LogFormat};
@@ -47,6 +49,32 @@ enum Command {
     Openapi,
     /// Read a client secret on standard input and print its argon2id hash.
     HashSecret,
+    /// Try the service: run it on its embedded defaults with a built-in DEMO identity provider,
+    /// a demo client and a forward-auth route, on loopback only, and print curl commands that
+    /// walk through it. Not for real use (that is `serve`).
+    Demo {
+        /// Where token-exchange listens (loopback only); port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the DEMO identity provider listens (loopback only); port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        idp_listen: SocketAddr,
+    },
+    /// Verify a minted token as a downstream service does: signature against the JWKS, typ
+    /// at+jwt, iss, aud, exp. Prints the claims; exits 1 when the token is not valid.
+    VerifyToken {
+        /// Where the keys are published, e.g. http://127.0.0.1:8080/.well-known/jwks.json.
+        #[arg(long)]
+        jwks_url: url::Url,
+        /// The expected `iss` (our `server.issuer`).
+        #[arg(long)]
+        issuer: String,
+        /// The audience this verifier is (the token's `aud` must name it).
+        #[arg(long)]
+        audience: String,
+        /// The compact JWT.
+        token: String,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -72,6 +100,10 @@ pub fn run() -> ExitCode {
             Err(error) => failure(&error),
         },
         Command::HashSecret => hash_secret(),
+        Command::Demo { listen, idp_listen } => demo(DemoOptions { listen, idp_listen }, cli.log_format),
+        Command::VerifyToken { jwks_url, issuer, audience, token } => {
+            verify_token(&jwks_url, &issuer, &audience, token.trim())
+        }
     }
 }
 
@@ -97,6 +129,54 @@ fn serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "token-exchange stopped");
             failure(&*error)
+        }
+    }
+}
+
+fn demo(options: DemoOptions, log_format: LogFormat) -> ExitCode {
+    if let Err(refused) = options.check() {
+        eprintln!("error: {refused}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("token-exchange"));
+    telemetry::init(log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return failure(&error),
+    };
+    match runtime.block_on(crate::demo::run(options, &program)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "token-exchange demo stopped");
+            failure(&format!("{error:#}"))
+        }
+    }
+}
+
+fn verify_token(jwks_url: &url::Url, issuer: &str, audience: &str, token: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return failure(&error),
+    };
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    match runtime.block_on(crate::demo::verify_token(jwks_url, issuer, audience, token, now)) {
+        Ok(verified) => {
+            println!(
+                "valid: signature by key {} ({:?}) from {jwks_url}; typ at+jwt; iss {issuer}; aud {audience}; \
+                 expires in {} s",
+                verified.kid,
+                verified.algorithm,
+                verified.expires_in.as_secs()
+            );
+            match serde_json::to_string_pretty(&verified.claims) {
+                Ok(claims) => println!("{claims}"),
+                Err(error) => return failure(&error),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("invalid: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub(crate) mod demo;
 pub(crate) mod exchange;
 pub mod gateway;
 pub(crate) mod grpc;

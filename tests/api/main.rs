@@ -9,6 +9,7 @@ mod cache_contract;
 mod cli;
 mod client_auth;
 mod dashboards;
+mod demo;
 mod discovery;
 mod e2e;
 mod forward_auth;
