@@ -104,6 +104,9 @@ impl Application {
             http: http_client,
         });
         reload_on_hangup(reloader.clone())?;
+        if let Some(file) = settings.source.clone() {
+            tokio::spawn(reload_on_change(reloader.clone(), file, state.clock.clone()));
+        }
         let mut server = HttpServer::new(move || {
             App::new()
                 .into_utoipa_app()
@@ -245,6 +248,28 @@ fn changed_upstreams(running: &Settings, next: &Settings) -> Vec<String> {
 fn client_registry(settings: &Settings) -> anyhow::Result<ClientRegistry> {
     ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
         .map_err(|_| anyhow::anyhow!("cannot generate a random key"))
+}
+
+/// How often the configuration file is looked at for changes.
+const CONFIG_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A saved configuration file reloads itself: its modification time and length are checked
+/// every [`CONFIG_WATCH_INTERVAL`] (no inotify, so it works on every file system and mount).
+async fn reload_on_change(reloader: Arc<Reloader>, file: std::path::PathBuf, clock: SharedClock) {
+    let stamp = |file: &std::path::Path| std::fs::metadata(file).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut seen = stamp(&file);
+    loop {
+        clock.sleep(CONFIG_WATCH_INTERVAL).await;
+        let now = stamp(&file);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        tracing::info!(file = %file.display(), "the configuration file changed");
+        if let Err(error) = reloader.reload().await {
+            tracing::error!(error = format!("{error:#}"), "configuration refused; the running one stays in force");
+        }
+    }
 }
 
 /// SIGHUP reloads the configuration; a refused one is logged with its reason and the running

@@ -180,3 +180,34 @@ async fn sighup_reads_the_configuration_file_again() {
     server.wait().unwrap();
     assert_eq!(status, 400, "authenticated, then unsupported_grant_type");
 }
+
+#[tokio::test]
+async fn a_saved_configuration_file_is_applied_without_a_signal() {
+    let idp = FakeIdp::start().await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let app = TestApp::builder(&idp).configure(|s| s.source = Some(file.path().to_owned())).spawn().await;
+    let token = idp.token(app.now());
+    let form = [("grant_type", TOKEN_EXCHANGE), ("subject_token", token.as_str()), ("subject_token_type", JWT)];
+    assert_eq!(app.post_form_as("/token", "newcomer", "newcomer-secret", &form).await.status(), 401);
+
+    std::fs::write(
+        file.path(),
+        format!(
+            "[server]\nissuer = \"{ISSUER}\"\n[[upstreams]]\nname = \"idp\"\nissuer = \"{}\"\n\
+             audiences = [\"{UPSTREAM_AUDIENCE}\"]\njwks_uri = \"{}{JWKS_PATH}\"\n\
+             algorithms = [\"RS256\"]\n[[clients]]\nclient_id = \"newcomer\"\nsecret_hash = \"{}\"\n",
+            idp.issuer(),
+            idp.issuer(),
+            secret_hash("newcomer-secret"),
+        ),
+    )
+    .unwrap();
+    app.clock.advance(std::time::Duration::from_secs(3));
+
+    let status = eventually("the saved file is applied", async || {
+        let status = app.post_form_as("/token", "newcomer", "newcomer-secret", &form).await.status();
+        (status != 401).then_some(status)
+    })
+    .await;
+    assert_eq!(status, 200);
+}
