@@ -1,6 +1,6 @@
 //! The command line: configuration checks, hashing secrets, printing the API document.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_token-exchange");
@@ -103,8 +103,6 @@ fn the_openapi_command_prints_the_generated_document() {
 
 #[tokio::test]
 async fn no_token_secret_or_private_key_reaches_the_log() {
-    use std::io::BufRead as _;
-
     let idp = crate::helpers::FakeIdp::start().await;
     let data = tempfile::tempdir().unwrap();
     let secret_hash = crate::helpers::secret_hash("LOGGED-CLIENT-SECRET");
@@ -116,23 +114,8 @@ async fn no_token_secret_or_private_key_reaches_the_log() {
         idp.issuer(),
         crate::helpers::UPSTREAM_AUDIENCE,
     ));
-    let mut server = Command::new(BINARY)
-        .args(["serve", "--config", config.path().to_str().unwrap()])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut log = String::new();
-    let port = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "server exited early: {log}");
-        log.push_str(&line);
-        if let Some(port) = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|l| l["port"].as_u64()) {
-            break port;
-        }
-    };
+    let server = crate::helpers::ServerProcess::serve(config.path(), &[("RUST_LOG", "debug".to_owned())]);
+    let port = server.port;
     let jwt = idp.current_key().sign(&serde_json::json!({"iss": idp.issuer(), "sub": "LOGGED-SUBJECT-JWT"}));
     let http = reqwest::Client::new();
     let token_url = format!("http://127.0.0.1:{port}/token");
@@ -147,10 +130,7 @@ async fn no_token_secret_or_private_key_reaches_the_log() {
         http.post(&token_url).basic_auth("gw", Some(secret)).form(&form).send().await.unwrap();
     }
     http.post(format!("{token_url}?client_secret=LOGGED-QUERY-SECRET")).form(&[("a", "b")]).send().await.unwrap();
-    server.kill().unwrap();
-    stdout.read_to_string(&mut log).unwrap();
-    server.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    server.wait().unwrap();
+    let log = server.stop(false);
 
     let access_log = ["request completed", "request refused", "request failed"];
     let logged = log.lines().filter(|line| access_log.iter().any(|message| line.contains(message))).count();

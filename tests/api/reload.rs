@@ -1,8 +1,7 @@
 //! Configuration reload without restart (SIGHUP): clients, upstreams and forward-auth routes
 //! change while the service runs; what only a restart can change is named, not applied.
 
-use std::io::{BufRead as _, Write as _};
-use std::process::{Command, Stdio};
+use std::io::Write as _;
 
 use token_exchange::config::{RouteSettings, Settings};
 
@@ -139,20 +138,8 @@ async fn sighup_reads_the_configuration_file_again() {
     );
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(base.as_bytes()).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_token-exchange"))
-        .args(["serve", "--config", file.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
-    let port = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the server exited early");
-        if let Some(port) = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|l| l["port"].as_u64()) {
-            break port;
-        }
-    };
+    let server = ServerProcess::serve(file.path(), &[]);
+    let port = server.port;
     let ask = async || {
         reqwest::Client::new()
             .post(format!("http://127.0.0.1:{port}/token"))
@@ -168,16 +155,14 @@ async fn sighup_reads_the_configuration_file_again() {
 
     let added = format!("[[clients]]\nclient_id = \"{CLIENT_ID}\"\nsecret_hash = \"{}\"\n", secret_hash(CLIENT_SECRET));
     std::fs::write(file.path(), base + &added).unwrap();
-    let signalled = Command::new("sh").args(["-c", &format!("kill -HUP {}", server.id())]).status().unwrap();
-    assert!(signalled.success());
+    server.signal("HUP");
 
     let status = eventually("the reloaded client is accepted", async || {
         let status = ask().await;
         (status != 401).then_some(status)
     })
     .await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop(false);
     assert_eq!(status, 400, "authenticated, then unsupported_grant_type");
 }
 

@@ -1,8 +1,6 @@
 //! OpenTelemetry traces: the release-like binary exports over OTLP/gRPC to a collector running
 //! in this test, which scans every exported attribute for secrets.
 
-use std::io::{BufRead as _, Read as _};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -103,24 +101,14 @@ async fn an_exchange_is_one_trace_of_spans_without_secrets_joined_to_the_gateway
         ),
     )
     .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_token-exchange"))
-        .args(["serve", "--config", config.path().to_str().unwrap()])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{collector_port}"))
-        .env("OTEL_SERVICE_NAME", "token-exchange-under-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut log = String::new();
-    let port = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the server exited early: {log}");
-        log.push_str(&line);
-        if let Some(port) = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|l| l["port"].as_u64()) {
-            break port;
-        }
-    };
+    let server = ServerProcess::serve(
+        config.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{collector_port}")),
+            ("OTEL_SERVICE_NAME", "token-exchange-under-test".to_owned()),
+        ],
+    );
+    let port = server.port;
     let subject = idp.token_with(
         chrono_now(),
         json!({"sub": "TRACED-SUBJECT", "email": "traced-person@example.com", "exp": chrono_now() + 600, "iat": chrono_now()}),
@@ -136,10 +124,7 @@ async fn an_exchange_is_one_trace_of_spans_without_secrets_joined_to_the_gateway
         .unwrap();
     assert_eq!(response.status(), 200);
     let minted = response.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
-    let stopped = Command::new("sh").args(["-c", &format!("kill -TERM {}", server.id())]).status().unwrap();
-    assert!(stopped.success());
-    tokio::task::spawn_blocking(move || server.wait()).await.unwrap().unwrap();
-    stdout.read_to_string(&mut log).unwrap();
+    let log = tokio::task::spawn_blocking(move || server.stop(true)).await.unwrap();
 
     let spans = collector.spans();
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();

@@ -3,6 +3,7 @@
 //! waiting for asynchronous effects ([`eventually`]) and reading an app's own metrics.
 
 mod app;
+mod binary;
 mod idp;
 mod logging;
 mod metrics;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use token_exchange::config::ClientSettings;
 
 pub use app::{TestApp, TestAppBuilder, spawn_app};
+pub use binary::ServerProcess;
 pub use idp::{FakeIdp, UpstreamKey};
 pub use logging::init_test_log;
 pub use metrics::MetricsText;

@@ -1,0 +1,55 @@
+//! The service's own binary, started as a real process (signals, the log, trace export).
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+/// A `token-exchange serve` process, its port, and what it has logged so far.
+pub struct ServerProcess {
+    pub child: Child,
+    pub port: u16,
+    pub log: String,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ServerProcess {
+    /// Runs `token-exchange serve --config FILE` with `env`, and waits until it says which port
+    /// it listens on (its JSON log line carries `port`).
+    pub fn serve(config: &std::path::Path, env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_token-exchange"));
+        command.args(["serve", "--config", config.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.envs(env.iter().map(|(name, value)| (*name, value.as_str())));
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut log = String::new();
+        let port = loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "the server exited early: {log}");
+            log.push_str(&line);
+            let listening = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|l| l["port"].as_u64());
+            if let Some(port) = listening {
+                break u16::try_from(port).unwrap();
+            }
+        };
+        Self { child, port, log, stdout }
+    }
+
+    /// Sends `signal` (a `kill` name such as `TERM` or `HUP`).
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("sh").args(["-c", &format!("kill -{signal} {}", self.child.id())]).status().unwrap();
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// Stops the process (SIGKILL when `graceful` is false) and returns everything it wrote,
+    /// standard output then standard error.
+    pub fn stop(mut self, graceful: bool) -> String {
+        if graceful {
+            self.signal("TERM");
+        } else {
+            self.child.kill().unwrap();
+        }
+        self.stdout.read_to_string(&mut self.log).unwrap();
+        self.child.stderr.take().unwrap().read_to_string(&mut self.log).unwrap();
+        self.child.wait().unwrap();
+        self.log
+    }
+}
