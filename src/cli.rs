@@ -45,6 +45,16 @@ enum Command {
         #[arg(long, env = "TOKEN_EXCHANGE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Seal every signing key under the configured key-encryption key (`keys.encryption_key_file`
+    /// or TOKEN_EXCHANGE_KEK), opening them with the old one given here once. Safe while
+    /// replicas run: each key is replaced only if nobody changed it in between.
+    Rekey {
+        #[arg(long, env = "TOKEN_EXCHANGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The key-encryption key the keys are sealed under now.
+        #[arg(long)]
+        old_key_file: PathBuf,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Read a client secret on standard input and print its argon2id hash.
@@ -92,6 +102,13 @@ pub fn run() -> ExitCode {
             Ok(settings) => rotate_key(&settings),
             Err(error) => config_failure(&error),
         },
+        Command::Rekey { config, old_key_file } => match Settings::load(config.as_deref()) {
+            Ok(mut settings) => {
+                settings.keys.previous_encryption_key_file = Some(old_key_file);
+                rekey(&settings)
+            }
+            Err(error) => config_failure(&error),
+        },
         Command::Openapi => match crate::http::openapi().to_pretty_json() {
             Ok(json) => {
                 println!("{json}");
@@ -128,7 +145,7 @@ fn serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "token-exchange stopped");
-            failure(&*error)
+            custody_failure(&error)
         }
     }
 }
@@ -181,6 +198,45 @@ fn verify_token(jwks_url: &url::Url, issuer: &str, audience: &str, token: &str) 
     }
 }
 
+fn rekey(settings: &Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return failure(&error),
+    };
+    let result = runtime.block_on(async {
+        let (custody, _) = settings.key_custody()?;
+        let database = crate::storage::Database::open(&settings.storage).await?;
+        let store = crate::keys::SealedKeyStore::new(database.key_store(), std::sync::Arc::new(custody));
+        let resealed = store.reseal_all().await;
+        database.close().await;
+        anyhow::Ok(resealed?)
+    });
+    match result {
+        Ok(count) => {
+            println!("re-sealed {count} signing key(s) under the configured key-encryption key");
+            ExitCode::SUCCESS
+        }
+        Err(error) => custody_failure(&error),
+    }
+}
+
+/// A key-encryption key that is missing, malformed or wrong is a configuration problem (exit
+/// 2); anything else is a failure (exit 1).
+fn custody_failure(error: &anyhow::Error) -> ExitCode {
+    let custody = error.chain().any(|cause| {
+        cause.is::<crate::config::KekError>()
+            || cause.is::<crate::keys::CustodyError>()
+            || cause
+                .downcast_ref::<crate::keys::StoreError>()
+                .is_some_and(|e| matches!(e, crate::keys::StoreError::Custody(_)))
+            || cause
+                .downcast_ref::<crate::keys::KeyRingError>()
+                .is_some_and(|e| matches!(e, crate::keys::KeyRingError::Store(crate::keys::StoreError::Custody(_))))
+    });
+    eprintln!("error: {error:#}");
+    if custody { ExitCode::from(EXIT_BAD_CONFIG) } else { ExitCode::FAILURE }
+}
+
 fn rotate_key(settings: &Settings) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -189,7 +245,9 @@ fn rotate_key(settings: &Settings) -> ExitCode {
     let result = runtime.block_on(async {
         let database = crate::storage::Database::open(&settings.storage).await?;
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-        let store = database.key_store();
+        let store = crate::startup::sealed_key_store(settings, &database)?;
+        // The KEK must open the keys already stored before a new one is sealed beside them.
+        store.load_all().await?;
         let added =
             KeyRing::add_key(&*store, settings.tokens.algorithm, settings.rotation_policy(), now, false, None).await?;
         database.close().await;
@@ -201,7 +259,7 @@ fn rotate_key(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(None) => failure(&"the key was not stored"),
-        Err(error) => failure(&format!("{error:#}")),
+        Err(error) => custody_failure(&error),
     }
 }
 

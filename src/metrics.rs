@@ -85,6 +85,23 @@ impl Metrics {
         });
     }
 
+    /// A request refused by a rate limit: `endpoint` is `token`, `revoke` or `forward_auth`;
+    /// `scope` what the limit counts per (`client`, `peer`, `unauthenticated_peer`).
+    pub fn rate_limited(&self, endpoint: &'static str, scope: &'static str) {
+        self.record(|| {
+            metrics::counter!("token_exchange_rate_limited_total", "endpoint" => endpoint, "scope" => scope)
+                .increment(1);
+        });
+    }
+
+    /// A rate limit in force: its series is exported from the start, at zero.
+    pub fn rate_limits_in_force(&self, endpoint: &'static str, scope: &'static str) {
+        self.record(|| {
+            metrics::counter!("token_exchange_rate_limited_total", "endpoint" => endpoint, "scope" => scope)
+                .increment(0);
+        });
+    }
+
     pub fn redis_error(&self, operation: &'static str) {
         self.record(|| {
             metrics::counter!("token_exchange_redis_errors_total", "operation" => operation).increment(1);

@@ -23,6 +23,7 @@ use crate::keys::KeyRing;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
+use crate::rate_limit::RateLimits;
 use crate::state::{AppState, BodyLimits};
 use crate::storage::Database;
 use crate::upstream::{JwtUpstream, OpaqueUpstream, UpstreamHttp};
@@ -50,16 +51,21 @@ impl Application {
         let metrics = Metrics::new();
         let database = Database::open(&settings.storage).await?;
         let keys = Arc::new(
-            KeyRing::open(database.key_store(), settings.tokens.algorithm, settings.rotation_policy(), clock.now())
-                .await
-                .context("loading signing keys")?,
+            KeyRing::open(
+                sealed_key_store(&settings, &database)?,
+                settings.tokens.algorithm,
+                settings.rotation_policy(),
+                clock.now(),
+            )
+            .await
+            .context("loading signing keys")?,
         );
         tokio::spawn(maintain_keys(keys.clone(), clock.clone(), settings.keys.refresh_interval));
         let http_client =
             Arc::new(UpstreamHttp::new(&settings.upstream_http, metrics.clone()).context("building the HTTP client")?);
         let routes = upstream_routes(&settings, &http_client);
         let identities = Arc::new(identity_service(&settings, routes, clock.clone(), metrics.clone())?);
-        let clients = Arc::new(Live::new(client_registry(&settings)?));
+        let clients = Arc::new(Live::new(client_registry(&settings, &http_client)?));
         let exchange =
             Arc::new(ExchangeService::new(identities.clone(), keys.clone(), settings.minting(), clock.clone()));
         let forward_auth =
@@ -80,6 +86,8 @@ impl Application {
             None => None,
         };
         let metrics_port = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?.map(|a| a.port());
+        let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits, metrics.clone()));
+        tokio::spawn(rate_limits.clone().maintain(clock.clone()));
         let state = web::Data::new(AppState {
             clients,
             exchange,
@@ -87,6 +95,7 @@ impl Application {
             issuer: settings.server.issuer.as_str().into(),
             identities,
             metrics,
+            rate_limits,
             keys,
             database: database.clone(),
             metadata,
@@ -212,7 +221,7 @@ impl Reloader {
             changed_upstreams: changed_upstreams(&running, &next),
             needs_restart: running.fixed_differences(&settings),
         };
-        self.state.clients.replace(client_registry(&next)?);
+        self.state.clients.replace(client_registry(&next, &self.http)?);
         self.state.identities.reconfigure(upstream_routes(&next, &self.http), &reloaded.changed_upstreams).await;
         self.state.forward_auth.reconfigure(&next.forward_auth);
         self.state.metadata.replace(ServerMetadata::new(&next.server.issuer, supported_scopes(&next)));
@@ -245,9 +254,10 @@ fn changed_upstreams(running: &Settings, next: &Settings) -> Vec<String> {
         .collect()
 }
 
-fn client_registry(settings: &Settings) -> anyhow::Result<ClientRegistry> {
-    ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
-        .map_err(|_| anyhow::anyhow!("cannot generate a random key"))
+fn client_registry(settings: &Settings, http: &Arc<UpstreamHttp>) -> anyhow::Result<ClientRegistry> {
+    let registry = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
+        .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
+    Ok(registry.with_http(http.clone()))
 }
 
 /// How often the configuration file is looked at for changes.
@@ -285,6 +295,19 @@ fn reload_on_hangup(reloader: Arc<Reloader>) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// The database's key store behind the key-encryption key: a KEK that is missing, malformed or
+/// wrong stops the start, before any key could be generated over the stored ones.
+pub fn sealed_key_store(settings: &Settings, database: &Database) -> anyhow::Result<Arc<dyn crate::keys::KeyStore>> {
+    let (custody, created) = settings.key_custody()?;
+    if let Some(path) = created {
+        tracing::warn!(
+            path = %path.display(),
+            "created a key-encryption key for the signing keys; back it up with the database: without it they cannot be opened"
+        );
+    }
+    Ok(Arc::new(crate::keys::SealedKeyStore::new(database.key_store(), Arc::new(custody))))
 }
 
 /// Every upstream, as the routes tokens can take: JWT upstreams by issuer, opaque ones by name.

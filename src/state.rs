@@ -7,10 +7,11 @@ use crate::clock::SharedClock;
 use crate::exchange::ExchangeService;
 use crate::gateway::ForwardAuth;
 use crate::identity::IdentityService;
-use crate::keys::KeyRing;
+use crate::keys::KeySource;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::oauth::ServerMetadata;
+use crate::rate_limit::RateLimits;
 use crate::storage::Database;
 
 /// How much of a request body we wait for, and how long.
@@ -30,7 +31,9 @@ pub struct AppState {
     pub issuer: Arc<str>,
     pub identities: Arc<IdentityService>,
     pub metrics: Metrics,
-    pub keys: Arc<KeyRing>,
+    /// Restart-only: a reload leaves the limits (and their counts) as they are.
+    pub rate_limits: Arc<RateLimits>,
+    pub keys: Arc<dyn KeySource>,
     pub database: Database,
     pub metadata: Live<ServerMetadata>,
     pub bodies: BodyLimits,

@@ -63,6 +63,8 @@ pub struct MemoryCache {
     revoked: Cache<TokenDigest, (UnixTime, Duration)>,
     /// Which client exchanged which token, for RFC 7009 revocation rights.
     exchanged: Cache<(TokenDigest, Arc<str>), (UnixTime, Duration)>,
+    /// One-time claims (`claim_once`) and until when.
+    claims: Cache<Arc<str>, (UnixTime, Duration)>,
 }
 
 impl MemoryCache {
@@ -72,6 +74,7 @@ impl MemoryCache {
             first_seen: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
             revoked: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
             exchanged: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
+            claims: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
         }
     }
 
@@ -150,6 +153,12 @@ impl IdentityCache for MemoryCache {
 
     async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration) -> Result<UnixTime, CacheError> {
         Ok(self.first_seen.get_with(key.clone(), async move { (now, remember_for) }).await.0)
+    }
+
+    async fn claim_once(&self, key: &str, until: UnixTime, now: UnixTime) -> Result<bool, CacheError> {
+        // Insert-if-absent is atomic per key: of concurrent claims, exactly one inserts.
+        let entry = self.claims.entry(Arc::from(key)).or_insert_with(async move { (until, now.until(until)) }).await;
+        Ok(entry.is_fresh())
     }
 
     async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError> {

@@ -103,6 +103,11 @@ pub trait IdentityCache: Send + Sync {
         Ok(())
     }
 
+    /// Records `key` (a digest, never a raw secret) until `until`, unless it is already there:
+    /// `true` for the first claim, `false` for every later one while it is kept. Replay caches
+    /// (a client assertion's `jti`) use it; with Redis every replica sees the same claims.
+    async fn claim_once(&self, key: &str, until: UnixTime, now: UnixTime) -> Result<bool, CacheError>;
+
     /// Whether the backend answers now.
     async fn is_healthy(&self) -> bool {
         true

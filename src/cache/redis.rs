@@ -38,7 +38,8 @@ pub struct RedisSettings {
 /// The shared L2 cache in Redis: `{prefix}:v1:id:{upstream}:{sha256}` holds a versioned JSON
 /// entry, `{prefix}:v1:seen:…` the first sighting of a token, `{prefix}:v1:sub:{sha256(sub)}`
 /// the keys of one subject, `{prefix}:v1:revoked:{sha256}` a revocation,
-/// `{prefix}:v1:exchanged:{sha256}:{client_id}` that a client presented the token, and
+/// `{prefix}:v1:exchanged:{sha256}:{client_id}` that a client presented the token,
+/// `{prefix}:v1:claim:{digest}` a one-time claim (a client assertion's `jti`), and
 /// `{prefix}:v1:invalidate` carries messages between replicas.
 pub struct RedisCache {
     pool: Pool,
@@ -91,6 +92,10 @@ impl RedisCache {
 
     fn exchanged_key(&self, digest: &TokenDigest, client_id: &str) -> String {
         format!("{}:v1:exchanged:{}:{client_id}", self.prefix, digest.to_hex())
+    }
+
+    fn claim_key(&self, key: &str) -> String {
+        format!("{}:v1:claim:{key}", self.prefix)
     }
 
     fn subject_key(&self, subject_digest_hex: &str) -> String {
@@ -247,6 +252,14 @@ impl IdentityCache for RedisCache {
             command("SET").arg(&redis_key).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
         let earlier: Option<i64> = self.run("first_seen", Query::Command(set)).await?;
         Ok(earlier.map_or(now, UnixTime::from_secs))
+    }
+
+    async fn claim_once(&self, key: &str, until: UnixTime, now: UnixTime) -> Result<bool, CacheError> {
+        let seconds = now.until(until).as_secs().max(1);
+        let set = command("SET").arg(self.claim_key(key)).arg(until.as_secs()).arg("NX").arg("EX").arg(seconds).clone();
+        // SET NX answers OK when it stored the key and nil when the key was there already.
+        let stored: Option<String> = self.run("claim_once", Query::Command(set)).await?;
+        Ok(stored.is_some())
     }
 
     async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError> {

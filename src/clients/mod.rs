@@ -1,6 +1,9 @@
 //! Registered clients and their authentication: argon2id hashes checked once per process and
 //! presented secret, remembered under a keyed digest, bounded in concurrency, with a lockout
-//! after repeated failures (RFC 6749 §2.3.1 asks for brute-force protection).
+//! after repeated failures (RFC 6749 §2.3.1 asks for brute-force protection); or a signed JWT
+//! (`private_key_jwt`, RFC 7523 §2.2), checked in `assertion.rs`.
+
+mod assertion;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -12,15 +15,33 @@ use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use aws_lc_rs::{hmac, rand};
 use serde::Deserialize;
 
-use crate::oauth::{ClientCredentials, OAuthError};
+use url::Url;
+
+use crate::oauth::{AuthMethod, ClientCredentials, OAuthError, Presented};
+use crate::upstream::UpstreamHttp;
 use crate::vocabulary::{Audience, ClientSecret, ScopeSet};
+use assertion::ClientKeys;
+pub use assertion::{ASSERTION_LEEWAY, AuthContext, DEFAULT_ASSERTION_LIFETIME, MAX_ASSERTION_LIFETIME};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
     pub client_id: String,
-    /// argon2id PHC string, as printed by `token-exchange hash-secret`.
-    pub secret_hash: String,
+    /// argon2id PHC string, as printed by `token-exchange hash-secret`. A client has exactly
+    /// one of `secret_hash`, `jwks` and `jwks_uri`.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    /// `private_key_jwt`: the client's public keys, a JWK Set (`{"keys": [...]}`).
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// `private_key_jwt`: where the client publishes its JWK Set; fetched and cached like an
+    /// upstream's JWKS.
+    #[serde(default)]
+    pub jwks_uri: Option<Url>,
+    /// `private_key_jwt`: the longest life an assertion may claim (`exp` after `iat`, or after
+    /// now without `iat`). 5 minutes unless set; at most 1 hour.
+    #[serde(default, with = "crate::clock::written::optional")]
+    pub assertion_max_lifetime: Option<Duration>,
     /// Audiences and resource URIs this client may request tokens for.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -37,21 +58,49 @@ pub struct ClientSettings {
 }
 
 /// A client allowed to call us, and what it may ask for.
-#[derive(Debug)]
 pub struct RegisteredClient {
     pub client_id: String,
-    secret_hash: String,
+    credential: Credential,
     pub audiences: HashSet<String>,
     pub scopes: ScopeSet,
     pub upstream: Option<String>,
     pub admin: bool,
 }
 
+/// How a client proves who it is: exactly one method per client.
+enum Credential {
+    SecretHash(String),
+    Keys(Box<ClientKeys>),
+}
+
+impl std::fmt::Debug for RegisteredClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredClient")
+            .field("client_id", &self.client_id)
+            .field("audiences", &self.audiences)
+            .field("scopes", &self.scopes)
+            .field("upstream", &self.upstream)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RegisteredClient {
     fn from_settings(settings: &ClientSettings) -> Self {
+        let credential = match (&settings.secret_hash, &settings.jwks, &settings.jwks_uri) {
+            (Some(hash), _, _) => Credential::SecretHash(hash.clone()),
+            (None, Some(jwks), _) => {
+                Credential::Keys(Box::new(ClientKeys::inline(jwks, settings.assertion_max_lifetime)))
+            }
+            (None, None, Some(uri)) => {
+                Credential::Keys(Box::new(ClientKeys::remote(uri.clone(), settings.assertion_max_lifetime)))
+            }
+            // Refused by configuration validation; such a client never authenticates.
+            (None, None, None) => Credential::SecretHash(String::new()),
+        };
         Self {
             client_id: settings.client_id.clone(),
-            secret_hash: settings.secret_hash.clone(),
+            credential,
             audiences: settings.audiences.iter().cloned().collect(),
             scopes: ScopeSet::from_values(settings.scopes.iter().map(String::as_str)),
             upstream: settings.upstream.clone(),
@@ -87,6 +136,8 @@ pub struct ClientRegistry {
     max_failures: u32,
     /// argon2 verifications running at once, process-wide.
     verifications: tokio::sync::Semaphore,
+    /// The HTTP client that fetches clients' `jwks_uri`, built on first use.
+    http: std::sync::OnceLock<Arc<UpstreamHttp>>,
 }
 
 /// (client id, keyed digest of the presented secret).
@@ -116,7 +167,20 @@ impl ClientRegistry {
             failures: moka::future::Cache::builder().max_capacity(100_000).time_to_live(LOCKOUT_WINDOW).build(),
             max_failures: max_failures_per_minute,
             verifications: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
+            http: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Fetches clients' `jwks_uri` with the application's one upstream HTTP client (its
+    /// timeouts and body limit), instead of a default one.
+    pub fn with_http(self, http: Arc<UpstreamHttp>) -> Self {
+        let _ = self.http.set(http);
+        self
+    }
+
+    /// Whether some client authenticates with `private_key_jwt` (the metadata says so then).
+    pub fn uses_private_key_jwt(&self) -> bool {
+        self.clients.values().any(|client| matches!(client.credential, Credential::Keys(_)))
     }
 
     /// A registered client by id, without authentication: for routes that name their client.
@@ -127,19 +191,45 @@ impl ClientRegistry {
     /// Checks the presented secret of a request from `peer`. Unknown client ids go through the
     /// same verification (against a decoy hash) and the same failure count as wrong secrets, so
     /// the two look alike in status and timing.
+    ///
+    /// An assertion (`private_key_jwt`) is checked against the client's keys instead; a client
+    /// registered for one method is refused when it presents the other.
     #[tracing::instrument(name = "client_authentication", skip_all, fields(method = credentials.method.as_str()))]
     pub async fn authenticate(
         &self,
         credentials: &ClientCredentials,
-        peer: Option<IpAddr>,
+        context: &AuthContext<'_>,
     ) -> Result<Arc<RegisteredClient>, OAuthError> {
         let rejected = || OAuthError::invalid_client("client authentication failed", Some(credentials.method));
         if credentials.client_id.len() > MAX_CLIENT_ID_BYTES {
             return Err(rejected());
         }
         let client = self.clients.get(&credentials.client_id);
-        let hash = client.map_or(&self.decoy_hash, |c| &c.secret_hash);
-        match self.secret_matches(&credentials.client_id, hash, &credentials.secret, peer).await {
+        let secret = match &credentials.presented {
+            Presented::Secret(secret) => secret,
+            Presented::Assertion(assertion) => {
+                let Some(client) = client else { return Err(rejected()) };
+                let Credential::Keys(keys) = &client.credential else {
+                    return Err(OAuthError::invalid_client(
+                        "the client is not registered for private_key_jwt",
+                        Some(AuthMethod::PrivateKeyJwt),
+                    ));
+                };
+                keys.verify(&client.client_id, assertion, context, || self.http(context)).await?;
+                return Ok(client.clone());
+            }
+        };
+        let hash = match client.map(|c| &c.credential) {
+            None => &self.decoy_hash,
+            Some(Credential::SecretHash(hash)) => hash,
+            Some(Credential::Keys(_)) => {
+                return Err(OAuthError::invalid_client(
+                    "the client is registered for private_key_jwt, not a secret",
+                    Some(credentials.method),
+                ));
+            }
+        };
+        match self.secret_matches(&credentials.client_id, hash, secret, context.peer).await {
             Ok(true) => client.cloned().ok_or_else(rejected),
             Ok(false) => Err(rejected()),
             Err(VerifyError::LockedOut) => Err(OAuthError::TooManyAttempts { retry_after: LOCKOUT_WINDOW }),
@@ -147,6 +237,16 @@ impl ClientRegistry {
                 Err(OAuthError::unavailable("too many client authentications at once", Some(Duration::from_secs(1))))
             }
         }
+    }
+
+    /// The one HTTP client for every `jwks_uri` of this registry.
+    fn http(&self, context: &AuthContext<'_>) -> Result<Arc<UpstreamHttp>, OAuthError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http.clone());
+        }
+        let http = UpstreamHttp::new(&Default::default(), context.metrics.clone())
+            .map_err(|error| OAuthError::unavailable_because("cannot fetch the client's keys", None, error))?;
+        Ok(self.http.get_or_init(|| Arc::new(http)).clone())
     }
 
     /// A remembered verdict answers at once. Otherwise argon2 runs once per client id and

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 pub use crate::clients::ClientSettings;
 pub use crate::gateway::{ForwardAuthSettings, RouteSettings};
-use crate::keys::{JWKS_MAX_AGE, SigningAlgorithm};
+use crate::keys::{CustodyError, JWKS_MAX_AGE, KeyCustody, SigningAlgorithm, decode_kek, read_kek, read_or_create_kek};
+pub use crate::rate_limit::{Rate, RateLimitSettings};
 pub use crate::storage::StorageSettings;
 pub use crate::telemetry::TelemetrySettings;
 pub use crate::upstream::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};
@@ -33,6 +34,7 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     pub clients: Vec<ClientSettings>,
     pub forward_auth: ForwardAuthSettings,
+    pub rate_limits: RateLimitSettings,
     pub telemetry: TelemetrySettings,
     /// The file these settings were read from, read again on a reload (SIGHUP).
     #[serde(skip)]
@@ -91,6 +93,13 @@ pub struct KeySettings {
     /// Rotate the signing key automatically this long after the current one started signing.
     #[serde(default, with = "crate::clock::written::optional")]
     pub rotate_every: Option<Duration>,
+    /// The key-encryption key (32 bytes, base64url) that seals private keys at rest.
+    /// `TOKEN_EXCHANGE_KEK` wins over it; with neither, a SQLite database gets one created
+    /// next to it, and PostgreSQL refuses to start.
+    pub encryption_key_file: Option<std::path::PathBuf>,
+    /// The KEK before the current one, still accepted for opening keys while a new KEK rolls
+    /// out to every replica (then run `token-exchange rekey`).
+    pub previous_encryption_key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,7 +152,13 @@ impl Default for TokenSettings {
 
 impl Default for KeySettings {
     fn default() -> Self {
-        Self { publish_ahead: Duration::from_secs(600), refresh_interval: Duration::from_secs(60), rotate_every: None }
+        Self {
+            publish_ahead: Duration::from_secs(600),
+            refresh_interval: Duration::from_secs(60),
+            rotate_every: None,
+            encryption_key_file: None,
+            previous_encryption_key_file: None,
+        }
     }
 }
 
@@ -167,6 +182,20 @@ impl Default for CacheSettings {
 pub struct InvalidSetting {
     pub key: String,
     pub reason: String,
+}
+
+/// The environment variable that holds the key-encryption key, base64url.
+pub const KEK_ENV: &str = "TOKEN_EXCHANGE_KEK";
+
+/// Why no key-encryption key is available; the service then refuses to start (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum KekError {
+    #[error("keys.encryption_key_file or {KEK_ENV} is required with PostgreSQL: private keys are stored sealed")]
+    Required,
+    #[error("{KEK_ENV} is not 32 bytes of base64url")]
+    MalformedEnv,
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +241,7 @@ impl Settings {
             ("upstream_http", differs(&self.upstream_http, &other.upstream_http)),
             ("cache", differs(&self.cache, &other.cache)),
             ("telemetry", differs(&self.telemetry, &other.telemetry)),
+            ("rate_limits", self.rate_limits != other.rate_limits),
             ("forward_auth.grpc_listen", self.forward_auth.grpc_listen != other.forward_auth.grpc_listen),
         ]
         .into_iter()
@@ -228,6 +258,31 @@ impl Settings {
             rotate_every: self.keys.rotate_every,
             token_ttl: self.tokens.ttl,
         }
+    }
+
+    /// The key-encryption key in force: `TOKEN_EXCHANGE_KEK`, else `keys.encryption_key_file`,
+    /// else (SQLite only) a file created next to the database. Returns where a new KEK was
+    /// created, if one was.
+    pub fn key_custody(&self) -> Result<(KeyCustody, Option<std::path::PathBuf>), KekError> {
+        let (current, created) = match (std::env::var(KEK_ENV).ok(), &self.keys.encryption_key_file) {
+            (Some(text), _) => (decode_kek(&text).ok_or(KekError::MalformedEnv)?, None),
+            (None, Some(path)) => (read_kek(path)?, None),
+            (None, None) => {
+                let path = self.default_kek_path().ok_or(KekError::Required)?;
+                let (kek, created) = read_or_create_kek(&path)?;
+                (kek, created.then_some(path))
+            }
+        };
+        let previous = self.keys.previous_encryption_key_file.as_deref().map(read_kek).transpose()?;
+        Ok((KeyCustody::new(&current, previous.as_ref())?, created))
+    }
+
+    /// `token-exchange.kek` beside a SQLite database file.
+    fn default_kek_path(&self) -> Option<std::path::PathBuf> {
+        let url = &self.storage.database_url;
+        let file = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let file = file.split('?').next().filter(|f| !f.contains(":memory:"))?;
+        Some(Path::new(file).with_file_name("token-exchange.kek"))
     }
 
     /// How long verdicts on tokens are kept.

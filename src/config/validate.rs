@@ -36,6 +36,9 @@ impl Settings {
         if self.server.max_failed_client_auth_per_minute == 0 {
             fail("server.max_failed_client_auth_per_minute".into(), "must be at least 1");
         }
+        for (key, reason) in self.rate_limits.problems() {
+            fail(format!("rate_limits.{key}"), reason);
+        }
         if !(self.storage.database_url.starts_with("sqlite:")
             || self.storage.database_url.starts_with("postgres://")
             || self.storage.database_url.starts_with("postgresql://"))
@@ -147,10 +150,7 @@ impl Settings {
             if self.clients[..i].iter().any(|c| c.client_id == client.client_id) {
                 fail(key("client_id"), "is used by another client");
             }
-            if argon2::PasswordHash::new(&client.secret_hash).is_err() || !client.secret_hash.starts_with("$argon2id$")
-            {
-                fail(key("secret_hash"), "must be an argon2id PHC string (token-exchange hash-secret)");
-            }
+            validate_client_credential(client, &key, fail);
             if let Some(name) = &client.upstream
                 && !self.upstreams.iter().any(|u| &u.name == name)
             {
@@ -220,4 +220,39 @@ fn is_secure(url: &Url) -> bool {
 
 fn is_symmetric(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+/// Exactly one of `secret_hash`, `jwks`, `jwks_uri`: an argon2id hash, a JWK Set of public
+/// asymmetric keys, or an https (loopback http) URL.
+fn validate_client_credential(
+    client: &crate::clients::ClientSettings,
+    key: &impl Fn(&str) -> String,
+    fail: &mut impl FnMut(String, &str),
+) {
+    let methods = [client.secret_hash.is_some(), client.jwks.is_some(), client.jwks_uri.is_some()];
+    if methods.iter().filter(|set| **set).count() != 1 {
+        fail(key("secret_hash"), "a client needs exactly one of secret_hash, jwks and jwks_uri");
+    }
+    if let Some(hash) = &client.secret_hash
+        && (argon2::PasswordHash::new(hash).is_err() || !hash.starts_with("$argon2id$"))
+    {
+        fail(key("secret_hash"), "must be an argon2id PHC string (token-exchange hash-secret)");
+    }
+    if let Some(jwks) = &client.jwks {
+        let keys = jwks.get("keys").and_then(serde_json::Value::as_array);
+        match crate::upstream::StaticJwks::parse(jwks) {
+            Err(problem) => fail(key("jwks"), problem),
+            Ok(_) if keys.is_some_and(|keys| keys.iter().any(|k| k.get("d").is_some() || k.get("k").is_some())) => {
+                fail(key("jwks"), "must hold public keys only (no private or symmetric key material)")
+            }
+            Ok(parsed) if !parsed.all_asymmetric() => fail(key("jwks"), "must hold asymmetric keys only"),
+            Ok(_) => {}
+        }
+    }
+    if client.assertion_max_lifetime.is_some_and(|lifetime| lifetime > crate::clients::MAX_ASSERTION_LIFETIME) {
+        fail(key("assertion_max_lifetime"), "must be at most 1h");
+    }
+    if client.jwks_uri.as_ref().is_some_and(|url| !is_secure(url)) {
+        fail(key("jwks_uri"), "must use https (plain http only on loopback)");
+    }
 }

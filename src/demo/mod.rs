@@ -134,7 +134,10 @@ fn settings(listen: SocketAddr, idp: &idp::DemoIdp) -> anyhow::Result<Settings> 
         .map_err(|error| anyhow::anyhow!("cannot hash the demo client's secret: {error}"))?;
     settings.clients.push(ClientSettings {
         client_id: CLIENT_ID.into(),
-        secret_hash,
+        secret_hash: Some(secret_hash),
+        jwks: None,
+        jwks_uri: None,
+        assertion_max_lifetime: None,
         audiences: vec![AUDIENCE.into()],
         scopes: SCOPES.iter().map(|&scope| scope.into()).collect(),
         admin: false,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::clients::RegisteredClient;
 use crate::clock::{SharedClock, UnixTime};
 use crate::identity::IdentityService;
-use crate::keys::{KeyError, KeyRing, sign_jwt};
+use crate::keys::{KeyError, KeySource, sign_jwt};
 use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, TokenType};
 use crate::vocabulary::{Audience, ScopeSet, ValidatedIdentity, ValidationError};
 
@@ -56,7 +56,7 @@ enum MintError {
 
 pub struct ExchangeService {
     identities: Arc<IdentityService>,
-    keys: Arc<KeyRing>,
+    keys: Arc<dyn KeySource>,
     settings: MintSettings,
     clock: SharedClock,
     reuse: Option<reuse::MintedTokens>,
@@ -65,7 +65,7 @@ pub struct ExchangeService {
 impl ExchangeService {
     pub fn new(
         identities: Arc<IdentityService>,
-        keys: Arc<KeyRing>,
+        keys: Arc<dyn KeySource>,
         settings: MintSettings,
         clock: SharedClock,
     ) -> Self {
@@ -165,10 +165,10 @@ impl ExchangeService {
             issued_at: now,
             expires_at,
         };
-        let key = self.keys.signing_key(now).ok_or_else(|| OAuthError::server_error(MintError::NoActiveKey))?;
+        let key = self.keys.active(now).ok_or_else(|| OAuthError::server_error(MintError::NoActiveKey))?.signer;
         let signing = tracing::info_span!("sign", kid = key.kid(), alg = key.algorithm().as_str()).entered();
         let access_token =
-            sign_jwt(&key, &claims.to_json()).map_err(|error| OAuthError::server_error(MintError::Sign(error)))?;
+            sign_jwt(&*key, &claims.to_json()).map_err(|error| OAuthError::server_error(MintError::Sign(error)))?;
         drop(signing);
         Ok((access_token, expires_at))
     }

@@ -102,6 +102,9 @@ pub enum Refusal {
     /// 500: a fault on our side.
     #[error("internal error")]
     Fault(#[source] Cause),
+    /// 429: the proxy is over its rate limit (`rate_limits.forward_auth_per_peer`).
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: Duration },
 }
 
 impl Refusal {
@@ -111,6 +114,7 @@ impl Refusal {
             Self::NoCredential | Self::MalformedCredential | Self::InvalidToken(_) => 401,
             Self::Unavailable { .. } => 503,
             Self::Fault(_) => 500,
+            Self::RateLimited { .. } => 429,
         }
     }
 
@@ -136,13 +140,14 @@ impl Refusal {
                 }
                 None => format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
             }),
-            Self::UntrustedPeer | Self::Unavailable { .. } | Self::Fault(_) => None,
+            Self::UntrustedPeer | Self::Unavailable { .. } | Self::Fault(_) | Self::RateLimited { .. } => None,
         }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -157,6 +162,7 @@ impl Refusal {
             Self::Forbidden { .. } => "forbidden",
             Self::Unavailable { .. } => "unavailable",
             Self::Fault(_) => "fault",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -166,6 +172,7 @@ impl Refusal {
             Self::UntrustedPeer => Some("untrusted_forward_auth_peer"),
             Self::InvalidToken(_) => Some("token_rejected"),
             Self::Forbidden { .. } => Some("forward_auth_forbidden"),
+            Self::RateLimited { .. } => Some("rate_limited"),
             _ => None,
         }
     }

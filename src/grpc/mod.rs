@@ -47,6 +47,7 @@ impl ExtAuthz {
         let status = match refusal.status() {
             401 => HttpStatusCode::Unauthorized,
             403 => HttpStatusCode::Forbidden,
+            429 => HttpStatusCode::TooManyRequests,
             503 => HttpStatusCode::ServiceUnavailable,
             _ => HttpStatusCode::InternalServerError,
         };

@@ -31,8 +31,10 @@ pub struct PurgeResult {
 
 /// Drop every cached identity of a subject on all replicas (admin clients only).
 ///
-/// The client authenticates with HTTP Basic (`client_secret_basic`) or with `client_id` and
-/// `client_secret` in the body (`client_secret_post`), never both.
+/// The client authenticates with HTTP Basic (`client_secret_basic`), with `client_id` and
+/// `client_secret` in the body (`client_secret_post`), or with a signed JWT in
+/// `client_assertion` and `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
+/// (`private_key_jwt`, RFC 7523), one method only.
 #[utoipa::path(
     post,
     path = "/admin/purge",

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 
-use crate::clients::RegisteredClient;
+use crate::clients::{AuthContext, RegisteredClient};
 use crate::oauth::{ClientAuthFields, ClientCredentials, OAuthError};
 use crate::state::AppState;
 
@@ -20,5 +20,14 @@ pub async fn authenticated_client(
     }
     let credentials = ClientCredentials::from_request(authorization, body)?;
     let peer = request.peer_addr().map(|address| address.ip().to_canonical());
-    state.clients.current().authenticate(&credentials, peer).await
+    // An assertion's `aud`: our issuer, or this endpoint's URL (RFC 7523 §3).
+    let audiences = [state.issuer.to_string(), format!("{}{}", state.issuer, request.path())];
+    let context = AuthContext {
+        peer,
+        now: state.clock.now(),
+        audiences: &audiences,
+        replay: state.identities.replay_store(),
+        metrics: &state.metrics,
+    };
+    state.clients.current().authenticate(&credentials, &context).await
 }

@@ -33,6 +33,7 @@ use crate::state::AppState;
         (status = 200, description = "Allowed: `Authorization: Bearer <internal at+jwt>`; `Cache-Control` says how long a proxy may reuse it"),
         (status = 401, description = "No, a malformed, an invalid, expired or revoked bearer token; `WWW-Authenticate: Bearer …`"),
         (status = 403, description = "Not a trusted proxy, no route, or the route's policy refuses; `WWW-Authenticate: Bearer error=\"insufficient_scope\"`"),
+        (status = 429, description = "The proxy is over its rate limit (`rate_limits.forward_auth_per_peer`); see `Retry-After`"),
         (status = 503, description = "The upstream identity provider cannot answer now; see `Retry-After`"),
     ),
     security(("bearer" = [])),
@@ -43,6 +44,9 @@ pub async fn forward_auth(request: HttpRequest, state: web::Data<AppState>) -> R
     // Nothing is read or computed for a caller that may not ask.
     if !state.forward_auth.trusts(peer) {
         return Err(refused(Refusal::UntrustedPeer));
+    }
+    if let Err(limited) = state.rate_limits.forward_auth(peer) {
+        return Err(refused(Refusal::RateLimited { retry_after: limited.retry_after }));
     }
     // Below `/forward-auth` the query is the client's own (Envoy's `path_prefix` appends it):
     // there it must never choose the route.

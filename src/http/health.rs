@@ -41,7 +41,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = std::collections::BTreeMap::new();
     let database_ok = state.database.is_reachable().await;
     checks.insert("database", if database_ok { "ok" } else { "unreachable" });
-    let key_ok = state.keys.signing_key(state.clock.now()).is_some();
+    let key_ok = state.keys.active(state.clock.now()).is_some();
     checks.insert("signing_key", if key_ok { "ok" } else { "missing" });
     // Without Redis, exchanges go on from the in-process cache and the upstream: degraded, ready.
     match state.identities.shared_cache_healthy().await {

@@ -15,5 +15,5 @@ use crate::state::AppState;
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, format!("public, max-age={}", JWKS_MAX_AGE.as_secs())))
-        .json(state.keys.jwks(state.clock.now()))
+        .json(state.keys.published(state.clock.now()))
 }

@@ -14,7 +14,7 @@ use crate::state::AppState;
 #[get("/.well-known/oauth-authorization-server")]
 pub async fn metadata(state: web::Data<AppState>) -> Result<HttpResponse, OAuthError> {
     let document = state.metadata.current();
-    if document.issuer_path().is_empty() { Ok(respond(&document)) } else { Err(OAuthError::NotFound) }
+    if document.issuer_path().is_empty() { Ok(respond(&document, &state)) } else { Err(OAuthError::NotFound) }
 }
 
 /// RFC 8414 §3: for an issuer with a path, the well-known segment goes before that path.
@@ -24,12 +24,19 @@ pub async fn metadata_with_path(
 ) -> Result<HttpResponse, OAuthError> {
     let document = state.metadata.current();
     if document.issuer_path() == format!("/{}", path.into_inner()) {
-        Ok(respond(&document))
+        Ok(respond(&document, &state))
     } else {
         Err(OAuthError::NotFound)
     }
 }
 
-fn respond(document: &ServerMetadata) -> HttpResponse {
-    HttpResponse::Ok().insert_header((CACHE_CONTROL, "public, max-age=300")).json(document)
+/// `private_key_jwt` is advertised while some client is configured for it.
+fn respond(document: &ServerMetadata, state: &AppState) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.insert_header((CACHE_CONTROL, "public, max-age=300"));
+    if state.clients.current().uses_private_key_jwt() {
+        response.json(document.with_private_key_jwt())
+    } else {
+        response.json(document)
+    }
 }

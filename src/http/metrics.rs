@@ -12,6 +12,7 @@ use crate::state::AppState;
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now();
-    state.metrics.signing_keys(state.keys.signing_key_age(now), state.keys.jwks(now).keys.len());
+    let signing_for = state.keys.active(now).map(|active| active.since.until(now));
+    state.metrics.signing_keys(signing_for, state.keys.published(now).keys.len());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -11,6 +11,7 @@ mod jwks;
 mod metadata;
 mod metrics;
 mod middleware;
+mod rate_limit;
 mod revoke;
 mod token;
 

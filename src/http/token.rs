@@ -1,16 +1,19 @@
 use actix_web::{HttpRequest, HttpResponse, post, web};
 
-use super::client_auth::authenticated_client;
 use super::form::read_form;
 use super::no_store;
+use super::rate_limit::{authenticated_within_limits, within_client_limit};
 use crate::exchange::IssuedToken;
 use crate::oauth::{ErrorResponse, ExchangeRequest, OAuthError, TokenExchangeForm, TokenResponse};
+use crate::rate_limit::Endpoint;
 use crate::state::AppState;
 
 /// Exchange a subject token for an internal access token (RFC 8693).
 ///
-/// The client authenticates with HTTP Basic (`client_secret_basic`) or with `client_id` and
-/// `client_secret` in the body (`client_secret_post`), never both.
+/// The client authenticates with HTTP Basic (`client_secret_basic`), with `client_id` and
+/// `client_secret` in the body (`client_secret_post`), or with a signed JWT in
+/// `client_assertion` and `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
+/// (`private_key_jwt`, RFC 7523), one method only.
 #[utoipa::path(
     post,
     path = "/token",
@@ -21,7 +24,7 @@ use crate::state::AppState;
         (status = 400, description = "invalid_request, unsupported_grant_type, invalid_scope or invalid_target", body = ErrorResponse),
         (status = 401, description = "invalid_client, with a WWW-Authenticate challenge", body = ErrorResponse),
         (status = 405, description = "Only POST is allowed", body = ErrorResponse),
-        (status = 429, description = "slow_down: too many failed client authentications; see Retry-After", body = ErrorResponse),
+        (status = 429, description = "slow_down: too many failed client authentications, or over a rate limit (per client, or per address after failed authentications); see Retry-After", body = ErrorResponse),
         (status = 500, description = "server_error", body = ErrorResponse),
         (status = 503, description = "temporarily_unavailable: the upstream identity provider cannot answer now", body = ErrorResponse),
     ),
@@ -47,8 +50,9 @@ async fn issue(
     client_id: &mut Option<String>,
 ) -> Result<IssuedToken, OAuthError> {
     let form: TokenExchangeForm = read_form(request, body, &state.bodies).await?;
-    let client = authenticated_client(request, &form.client, state).await?;
+    let client = authenticated_within_limits(request, &form.client, state, Endpoint::Token).await?;
     *client_id = Some(client.client_id.clone());
+    within_client_limit(state, Endpoint::Token, &client)?;
     let exchange = ExchangeRequest::try_from(form)?;
     state.exchange.exchange(&client, exchange).await
 }

@@ -306,6 +306,15 @@ impl IdentityService {
     }
 
     /// `None` without a shared cache; otherwise whether it answers.
+    /// Where one-time claims (client assertion `jti`s) are kept: Redis when configured, so every
+    /// replica refuses a replay, else this process.
+    pub fn replay_store(&self) -> &dyn IdentityCache {
+        match &self.shared {
+            Some(shared) => shared.as_ref(),
+            None => &self.local,
+        }
+    }
+
     pub async fn shared_cache_healthy(&self) -> Option<bool> {
         match &self.shared {
             Some(shared) => Some(shared.is_healthy().await),

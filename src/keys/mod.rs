@@ -2,16 +2,22 @@
 //! kept ([`KeyStore`]).
 
 mod algorithm;
+mod custody;
 mod jws;
 mod ring;
+mod sealed;
+mod signer;
 mod signing_key;
 mod store;
 
 use std::time::Duration;
 
 pub use algorithm::SigningAlgorithm;
+pub use custody::{CustodyError, KeyCustody, decode_kek, read_kek, read_or_create_kek};
 pub use jws::sign_jwt;
 pub use ring::{JwkSet, KeyRing, KeyRingError, RotationPolicy};
+pub use sealed::SealedKeyStore;
+pub use signer::{ActiveSigner, KeySource, Signer};
 pub use signing_key::{KeyError, PublicJwk, SigningKey};
 pub use store::{KeyStore, StoreError, StoredKey};
 

@@ -149,17 +149,9 @@ impl KeyRing {
         self.keys.read().map(|guard| guard.clone()).unwrap_or_default()
     }
 
-    /// The key to sign with at `now`: the newest active key of the configured algorithm, or
-    /// while none is active yet (an algorithm change in progress), the newest active key.
-    pub fn signing_key(&self, now: UnixTime) -> Option<Arc<SigningKey>> {
-        self.signing(now).map(|(key, _)| key)
-    }
-
-    /// How long the key that signs at `now` has been signing; `None` when none may sign.
-    pub fn signing_key_age(&self, now: UnixTime) -> Option<Duration> {
-        self.signing(now).map(|(_, activated_at)| activated_at.until(now))
-    }
-
+    /// The key to sign with at `now`, and since when: the newest active key of the configured
+    /// algorithm, or while none is active yet (an algorithm change in progress), the newest
+    /// active key.
     fn signing(&self, now: UnixTime) -> Option<(Arc<SigningKey>, UnixTime)> {
         let keys = self.snapshot();
         // A key signs only while every token it signs now will expire before it retires.
@@ -178,5 +170,15 @@ impl KeyRing {
         let keys = self.snapshot();
         let published = keys.iter().filter(|k| k.retires_at.is_none_or(|r| r > now));
         JwkSet { keys: published.map(|k| k.key.public_jwk().clone()).collect() }
+    }
+}
+
+impl super::KeySource for KeyRing {
+    fn active(&self, now: UnixTime) -> Option<super::ActiveSigner> {
+        self.signing(now).map(|(key, since)| super::ActiveSigner { signer: key, since })
+    }
+
+    fn published(&self, now: UnixTime) -> JwkSet {
+        self.jwks(now)
     }
 }

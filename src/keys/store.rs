@@ -27,8 +27,12 @@ impl std::fmt::Debug for StoredKey {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("key storage failed: {0}")]
-pub struct StoreError(#[from] pub sqlx::Error);
+pub enum StoreError {
+    #[error("key storage failed")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Custody(#[from] super::CustodyError),
+}
 
 /// Where signing keys live; one implementation per database.
 #[async_trait]
@@ -45,4 +49,8 @@ pub trait KeyStore: Send + Sync {
 
     /// Deletes keys retired before `now`: no token they signed is still valid.
     async fn delete_retired(&self, now: UnixTime) -> Result<u64, StoreError>;
+
+    /// Replaces the stored private key of `kid`, only while it still holds `expected`, so two
+    /// replicas re-sealing at once cannot lose a write; returns whether this call replaced it.
+    async fn replace_private_key(&self, kid: &str, expected: &[u8], replacement: &[u8]) -> Result<bool, StoreError>;
 }

@@ -35,6 +35,9 @@ pub enum OAuthError {
     /// Too many failed client authentications: 429 with `Retry-After`.
     #[error("slow_down: too many failed attempts")]
     TooManyAttempts { retry_after: Duration },
+    /// Over a rate limit (`[rate_limits]`): 429 `slow_down` with `Retry-After`.
+    #[error("slow_down: rate limit exceeded")]
+    RateLimited { retry_after: Duration },
     /// The upstream identity provider or a backing store cannot answer now: 503.
     #[error("temporarily_unavailable: {description}")]
     TemporarilyUnavailable {
@@ -94,7 +97,7 @@ impl OAuthError {
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
-            Self::TooManyAttempts { .. } => "slow_down",
+            Self::TooManyAttempts { .. } | Self::RateLimited { .. } => "slow_down",
             Self::TemporarilyUnavailable { .. } => "temporarily_unavailable",
             Self::ServerError(_) => "server_error",
         }
@@ -106,7 +109,7 @@ impl OAuthError {
             Self::NotFound => 404,
             Self::BodyTimeout => 408,
             Self::MethodNotAllowed { .. } => 405,
-            Self::TooManyAttempts { .. } => 429,
+            Self::TooManyAttempts { .. } | Self::RateLimited { .. } => 429,
             Self::TemporarilyUnavailable { .. } => 503,
             Self::ServerError(_) => 500,
             _ => 400,
@@ -124,6 +127,7 @@ impl OAuthError {
             | Self::TemporarilyUnavailable { description: d, .. } => Cow::Borrowed(d),
             Self::InvalidToken { parameter, reason } => Cow::Owned(format!("{parameter} is invalid: {reason}")),
             Self::TooManyAttempts { .. } => Cow::Borrowed("too many failed client authentications"),
+            Self::RateLimited { .. } => Cow::Borrowed("too many requests; slow down"),
             Self::ServerError(_) => Cow::Borrowed("internal error"),
             Self::NotFound => Cow::Borrowed("no such endpoint"),
             Self::BodyTimeout => Cow::Borrowed("the request body did not arrive in time"),
@@ -133,7 +137,7 @@ impl OAuthError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TooManyAttempts { retry_after } => Some(*retry_after),
+            Self::TooManyAttempts { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
             Self::TemporarilyUnavailable { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -153,16 +157,19 @@ impl OAuthError {
             Self::InvalidToken { .. } => Some("token_rejected"),
             Self::InvalidClient { .. } => Some("client_auth_failed"),
             Self::TooManyAttempts { .. } => Some("client_locked_out"),
+            Self::RateLimited { .. } => Some("rate_limited"),
             Self::InvalidTarget(_) => Some("audience_refused"),
             Self::UnauthorizedClient(_) => Some("client_not_authorized"),
             _ => None,
         }
     }
 
-    /// The `WWW-Authenticate` challenge owed with a 401 (RFC 6749 §5.2). Both methods we
-    /// accept are password methods, so the challenge is always Basic.
+    /// The `WWW-Authenticate` challenge owed with a 401 (RFC 6749 §5.2): Basic, the only
+    /// HTTP authentication scheme we accept, unless the client sent an assertion, which no
+    /// HTTP scheme describes.
     pub fn challenge(&self, realm: &str) -> Option<String> {
-        matches!(self, Self::InvalidClient { .. }).then(|| format!("Basic realm=\"{realm}\""))
+        matches!(self, Self::InvalidClient { attempted, .. } if *attempted != Some(AuthMethod::PrivateKeyJwt))
+            .then(|| format!("Basic realm=\"{realm}\""))
     }
 
     pub fn to_response(&self) -> ErrorResponse {

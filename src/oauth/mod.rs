@@ -9,7 +9,9 @@ mod request;
 mod response;
 mod token_type;
 
-pub use client_credentials::{AuthMethod, ClientAuthFields, ClientCredentials};
+pub use client_credentials::{
+    ASSERTION_SIGNING_ALGORITHMS, AuthMethod, ClientAuthFields, ClientCredentials, Presented,
+};
 pub use error::{Cause, ErrorResponse, OAuthError};
 pub use form::{decode_form, present, required};
 pub use metadata::ServerMetadata;

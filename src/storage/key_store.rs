@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{DELETE_RETIRED, INSERT_KEY, LOAD_ALL_KEYS, RETIRE_ALL_BUT};
+use super::{DELETE_RETIRED, INSERT_KEY, LOAD_ALL_KEYS, REPLACE_PRIVATE_KEY, RETIRE_ALL_BUT};
 use crate::clock::UnixTime;
 use crate::keys::{KeyStore, StoreError, StoredKey};
 
@@ -66,6 +66,21 @@ macro_rules! key_store {
             async fn retire_all_but(&self, kid: &str, retires_at: UnixTime) -> Result<(), StoreError> {
                 sqlx::query(RETIRE_ALL_BUT).bind(retires_at.as_secs()).bind(kid).execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn replace_private_key(
+                &self,
+                kid: &str,
+                expected: &[u8],
+                replacement: &[u8],
+            ) -> Result<bool, StoreError> {
+                let replaced = sqlx::query(REPLACE_PRIVATE_KEY)
+                    .bind(replacement)
+                    .bind(kid)
+                    .bind(expected)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(replaced.rows_affected() == 1)
             }
 
             async fn delete_retired(&self, now: UnixTime) -> Result<u64, StoreError> {

@@ -16,6 +16,8 @@ const LOAD_ALL_KEYS: &str = "SELECT kid, algorithm, private_key_pkcs8, created_a
 const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, algorithm, private_key_pkcs8, slot, created_at, activates_at) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
 const RETIRE_ALL_BUT: &str = "UPDATE signing_keys SET retires_at = $1 WHERE kid <> $2 AND retires_at IS NULL";
+const REPLACE_PRIVATE_KEY: &str =
+    "UPDATE signing_keys SET private_key_pkcs8 = $1 WHERE kid = $2 AND private_key_pkcs8 = $3";
 const DELETE_RETIRED: &str = "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at < $1";
 
 use serde::Deserialize;

@@ -188,6 +188,33 @@ impl JwksCache {
     }
 }
 
+/// A JWK Set written into the configuration (a client's `jwks`): parsed once, never fetched.
+/// Keys are chosen as in a fetched set: by `kid`, else the only key that fits the algorithm.
+pub struct StaticJwks {
+    keys: KeySet,
+}
+
+impl StaticJwks {
+    /// The usable signing keys of a JWK Set (`{"keys": [...]}`); an error when there is none.
+    pub fn parse(jwks: &serde_json::Value) -> Result<Self, &'static str> {
+        let raw = RawJwks::deserialize(jwks).map_err(|_| "is not a JWK Set ({\"keys\": [...]})")?;
+        let keys: Vec<_> = raw.keys.into_iter().filter_map(usable_key).map(Arc::new).collect();
+        if keys.is_empty() {
+            return Err("holds no usable public signing key");
+        }
+        Ok(Self { keys: KeySet { keys, fetched_at: UnixTime::from_secs(0) } })
+    }
+
+    pub fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<UpstreamKey>, ValidationError> {
+        self.keys.find(kid, alg).ok_or_else(unknown_kid)
+    }
+
+    /// Whether every key is a public key of an asymmetric family (no `oct` secrets).
+    pub fn all_asymmetric(&self) -> bool {
+        self.keys.keys.iter().all(|k| k.key.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+    }
+}
+
 /// Keys we cannot use (unknown `kty`, encryption keys, missing members) are skipped, not fatal
 /// (RFC 7517 §5).
 fn usable_key(value: serde_json::Value) -> Option<UpstreamKey> {

@@ -9,6 +9,7 @@ mod opaque;
 mod settings;
 
 pub use http::UpstreamHttp;
+pub use jwks::{JwksCache, StaticJwks, UpstreamKey};
 pub use jwt::{JwtUpstream, unverified_claims};
 pub use opaque::OpaqueUpstream;
 pub use settings::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};

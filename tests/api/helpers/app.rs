@@ -118,6 +118,9 @@ impl TestAppBuilder {
         };
         let mut settings = self.settings;
         settings.storage.database_url = database.url().to_owned();
+        if settings.storage.database_url.starts_with("postgres") && settings.keys.encryption_key_file.is_none() {
+            settings.keys.encryption_key_file = Some(super::storage::test_kek_file());
+        }
         settings.validate().unwrap_or_else(|error| panic!("the test's settings are invalid: {error}"));
         let clock = FixedClock::at(start_time());
         let followers = InvalidationFollowers::count_before(&settings, &clock).await;

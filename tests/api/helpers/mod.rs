@@ -55,7 +55,10 @@ pub fn secret_hash(secret: &str) -> String {
 pub fn client(client_id: &str, secret: &str) -> ClientSettings {
     ClientSettings {
         client_id: client_id.into(),
-        secret_hash: secret_hash(secret),
+        secret_hash: Some(secret_hash(secret)),
+        jwks: None,
+        jwks_uri: None,
+        assertion_max_lifetime: None,
         audiences: vec!["orders".into(), "billing".into(), "https://orders.internal/api".into()],
         scopes: vec!["read".into(), "write".into()],
         upstream: None,

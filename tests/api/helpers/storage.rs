@@ -113,3 +113,13 @@ impl TestDatabase {
         }
     }
 }
+
+/// The key-encryption key of every PostgreSQL test app in this process (a SQLite app gets one
+/// created beside its database, as in production). Replicas sharing a database share it.
+pub fn test_kek_file() -> std::path::PathBuf {
+    static FOLDER: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let folder = FOLDER.get_or_init(|| tempfile::tempdir().unwrap());
+    let path = folder.path().join("test.kek");
+    token_exchange::keys::read_or_create_kek(&path).unwrap();
+    path
+}
