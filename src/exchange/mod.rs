@@ -191,7 +191,13 @@ impl ExchangeService {
                 retry_after,
                 unavailable,
             ),
-            misconfigured @ ValidationError::Misconfigured(_) => OAuthError::server_error(misconfigured),
+            // An operator must act, but this request can only be retried: 503, with the cause in
+            // the log line (ERROR, like every 5xx).
+            misconfigured @ ValidationError::Misconfigured(_) => OAuthError::unavailable_because(
+                "the upstream identity provider cannot be asked (misconfigured)",
+                None,
+                misconfigured,
+            ),
         })
     }
 }

@@ -154,14 +154,16 @@ impl JwtUpstream {
     }
 }
 
-fn rejection(kind: &ErrorKind) -> &'static str {
+/// The reason a verification failed, naming the claim where one is missing: with Keycloak the
+/// usual causes are a missing audience mapper (`aud`) or a client without the `basic` scope (`sub`).
+fn rejection(kind: &ErrorKind) -> std::borrow::Cow<'static, str> {
     match kind {
-        ErrorKind::InvalidSignature => "the token's signature does not verify",
-        ErrorKind::InvalidAudience => "the token's audience is not accepted",
-        ErrorKind::InvalidIssuer => "the token's issuer does not match",
-        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim (exp, iss, aud, sub)",
-        ErrorKind::InvalidAlgorithm => "the token's algorithm does not fit its key",
-        _ => "the token is malformed",
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidAudience => "the token's audience is not accepted".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer does not match".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim").into(),
+        ErrorKind::InvalidAlgorithm => "the token's algorithm does not fit its key".into(),
+        _ => "the token is malformed".into(),
     }
 }
 

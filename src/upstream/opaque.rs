@@ -144,16 +144,21 @@ impl OpaqueUpstream {
                 ValidationError::Misconfigured("introspection refused our client credentials".into())
             }
             HttpFailure::Status(413 | 414 | 431) => ValidationError::rejected(TOO_LARGE_FOR_UPSTREAM),
+            // RFC 7662 §2.3 answers 200 for bad tokens, yet some providers answer 400 about one.
+            HttpFailure::Status(400) => ValidationError::rejected("introspection refused the token"),
             other => other.into_verdict("introspection"),
         })?;
+        let not_an_access_token = refresh_or_offline_kind(&raw);
         // RFC 7662 §2.2: only the JSON boolean `true` means active; anything else is not.
         let response: IntrospectionResponse = serde_json::from_value(raw)
             .map_err(|_| ValidationError::rejected("the introspection response is not RFC 7662"))?;
         if !response.active() {
             return Err(ValidationError::rejected("the token is not active"));
         }
-        if is_refresh_token(&response) {
-            return Err(ValidationError::rejected("a refresh token is not an access token"));
+        if let Some(kind) = not_an_access_token {
+            return Err(ValidationError::rejected(format!(
+                "a refresh or offline token is not an access token ({kind})"
+            )));
         }
         // Like a JWT subject, an introspected token must be meant for us when audiences are set.
         if !self.audiences.is_empty()
@@ -224,16 +229,14 @@ impl Known {
     }
 }
 
-/// RFC 7662 `token_type` is the RFC 6749 §7.1 type (`bearer`), which says nothing about refresh
-/// tokens; providers that tell them apart do so in `token_type_hint`-like members (Keycloak's
-/// `typ: Refresh`). Either spelling marks a token we must not accept as a subject.
-fn is_refresh_token(response: &IntrospectionResponse) -> bool {
-    let extra = &response.extra_fields().0;
-    ["typ", "token_use", "token_type_hint"].iter().any(|member| {
-        extra.get(*member).and_then(Value::as_str).is_some_and(|v| {
-            let v = v.to_ascii_lowercase();
-            v == "refresh" || v == "refresh_token"
-        })
+/// What kind of token an introspection answer says it is, where the provider says: RFC 7662's
+/// `token_type`, Keycloak's `typ` (`Refresh`, `Offline`), Cognito's `token_use`, or a hint.
+/// A refresh or offline token is never accepted as a subject, whichever member says so.
+fn refresh_or_offline_kind(raw: &Value) -> Option<String> {
+    ["token_type", "typ", "token_use", "token_type_hint"].iter().find_map(|member| {
+        let kind = raw.get(*member).and_then(Value::as_str)?.to_ascii_lowercase();
+        matches!(kind.as_str(), "refresh" | "refresh_token" | "offline" | "offline_token" | "offline_access")
+            .then(|| format!("{member}: {kind}"))
     })
 }
 

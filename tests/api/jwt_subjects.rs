@@ -274,3 +274,15 @@ async fn an_unreachable_jwks_is_asked_at_most_once_per_cooldown() {
 
     assert_eq!(idp.jwks_fetches().await, 1);
 }
+
+#[tokio::test]
+async fn a_missing_claim_is_named_in_the_error() {
+    let idp = FakeIdp::start().await;
+    let app = spawn_app(&idp).await;
+
+    for claim in ["aud", "sub", "exp"] {
+        let token = idp.token_with(app.now(), serde_json::json!({ claim: null }));
+        let refused = assert_oauth_error(app.exchange(&token, &[]).await, 400, "invalid_request").await;
+        assert!(refused["error_description"].as_str().unwrap().contains(&format!("no {claim} claim")), "{refused}");
+    }
+}

@@ -83,12 +83,54 @@ async fn active_as_a_string_is_not_active() {
 }
 
 #[tokio::test]
-async fn introspection_refusing_our_credentials_is_a_server_error_not_a_token_verdict() {
+async fn introspection_refusing_our_credentials_is_unavailable_not_a_token_verdict() {
     let idp = FakeIdp::start().await;
     let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).with_redis().spawn().await;
     idp.introspection_answers("any", ResponseTemplate::new(401)).await;
 
-    assert_oauth_error(app.exchange_opaque("any", &[]).await, 500, "server_error").await;
+    assert_oauth_error(app.exchange_opaque("any", &[]).await, 503, "temporarily_unavailable").await;
+}
+
+#[tokio::test]
+async fn offline_and_refresh_tokens_are_refused_whichever_member_says_so() {
+    let idp = FakeIdp::start().await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).spawn().await;
+    let answers = [
+        ("keycloak-offline", serde_json::json!({"typ": "Offline"})),
+        ("standard-refresh", serde_json::json!({"token_type": "refresh_token"})),
+        ("cognito-refresh", serde_json::json!({"token_use": "refresh"})),
+    ];
+    for (token, kind) in answers {
+        let mut body = serde_json::json!({"active": true, "sub": "someone", "exp": app.now() + 3600});
+        merge(&mut body, kind);
+        idp.introspection_answers(token, ResponseTemplate::new(200).set_body_json(body)).await;
+
+        let refused = assert_oauth_error(app.exchange_opaque(token, &[]).await, 400, "invalid_request").await;
+
+        assert!(refused["error_description"].as_str().unwrap().contains("offline"), "{token}: {refused}");
+    }
+}
+
+#[tokio::test]
+async fn an_introspection_400_about_one_token_is_a_verdict_not_a_server_error() {
+    let idp = FakeIdp::start().await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).spawn().await;
+    idp.introspection_answers(
+        "odd",
+        ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_request"})),
+    )
+    .await;
+
+    assert_oauth_error(app.exchange_opaque("odd", &[]).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn a_malformed_introspection_answer_is_unavailable_not_a_server_error() {
+    let idp = FakeIdp::start().await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).spawn().await;
+    idp.introspection_answers("garbled", ResponseTemplate::new(200).set_body_string("{\"active\": tru")).await;
+
+    assert_oauth_error(app.exchange_opaque("garbled", &[]).await, 503, "temporarily_unavailable").await;
 }
 
 #[tokio::test]
