@@ -44,11 +44,11 @@ pub struct AuthContext<'a> {
 
 /// A client's public keys, and how long its assertions may live.
 pub(super) struct ClientKeys {
-    source: KeySource,
+    source: JwksSource,
     lifetime: Duration,
 }
 
-enum KeySource {
+enum JwksSource {
     Inline(Option<StaticJwks>),
     /// The cache is built on first use, with the registry's HTTP client.
     Remote {
@@ -60,14 +60,14 @@ enum KeySource {
 impl ClientKeys {
     /// Configuration validation refuses an unusable set; one that slips through verifies nothing.
     pub(super) fn inline(jwks: &Value, lifetime: Option<Duration>) -> Self {
-        Self::new(KeySource::Inline(StaticJwks::parse(jwks).ok()), lifetime)
+        Self::new(JwksSource::Inline(StaticJwks::parse(jwks).ok()), lifetime)
     }
 
     pub(super) fn remote(uri: Url, lifetime: Option<Duration>) -> Self {
-        Self::new(KeySource::Remote { uri, cache: OnceLock::new() }, lifetime)
+        Self::new(JwksSource::Remote { uri, cache: OnceLock::new() }, lifetime)
     }
 
-    fn new(source: KeySource, lifetime: Option<Duration>) -> Self {
+    fn new(source: JwksSource, lifetime: Option<Duration>) -> Self {
         let lifetime = lifetime.unwrap_or(DEFAULT_ASSERTION_LIFETIME).min(MAX_ASSERTION_LIFETIME);
         Self { source, lifetime }
     }
@@ -81,9 +81,9 @@ impl ClientKeys {
         http: impl FnOnce() -> Result<Arc<UpstreamHttp>, OAuthError>,
     ) -> Result<Arc<UpstreamKey>, OAuthError> {
         let found = match &self.source {
-            KeySource::Inline(Some(keys)) => keys.key_for(kid, alg),
-            KeySource::Inline(None) => Err(ValidationError::rejected("the client has no usable key")),
-            KeySource::Remote { uri, cache } => {
+            JwksSource::Inline(Some(keys)) => keys.key_for(kid, alg),
+            JwksSource::Inline(None) => Err(ValidationError::rejected("the client has no usable key")),
+            JwksSource::Remote { uri, cache } => {
                 let cache = match cache.get() {
                     Some(cache) => cache,
                     None => {
