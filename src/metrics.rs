@@ -102,6 +102,19 @@ impl Metrics {
         });
     }
 
+    /// 1 while an upstream refuses us (our credentials, a missing endpoint, unusable answers),
+    /// 0 once it answers again; every upstream starts at 0.
+    pub fn upstream_misconfigured(&self, upstream: &str, misconfigured: bool) {
+        let upstream = upstream.to_owned();
+        self.record(|| {
+            metrics::gauge!("token_exchange_upstream_misconfigured", "upstream" => upstream).set(if misconfigured {
+                1.0
+            } else {
+                0.0
+            });
+        });
+    }
+
     pub fn redis_error(&self, operation: &'static str) {
         self.record(|| {
             metrics::counter!("token_exchange_redis_errors_total", "operation" => operation).increment(1);

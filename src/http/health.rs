@@ -26,7 +26,8 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Readiness: the database answers and a signing key is loaded; the cache check reports
-/// `degraded` when Redis does not answer, without making the service unready.
+/// `degraded` when Redis does not answer, and `upstreams` reports `misconfigured` while an
+/// upstream refuses us, without making the service unready.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -44,6 +45,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let key_ok = state.keys.active(state.clock.now()).is_some();
     checks.insert("signing_key", if key_ok { "ok" } else { "missing" });
     // Without Redis, exchanges go on from the in-process cache and the upstream: degraded, ready.
+    // A provider that refuses us affects its tokens only: reported, the service stays ready.
+    let misconfigured = state.identities.misconfigured_upstreams();
+    checks.insert("upstreams", if misconfigured.is_empty() { "ok" } else { "misconfigured" });
     match state.identities.shared_cache_healthy().await {
         Some(true) => checks.insert("cache", "ok"),
         Some(false) => checks.insert("cache", "degraded"),

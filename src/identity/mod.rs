@@ -49,6 +49,8 @@ pub struct IdentityService {
     shared: Option<Arc<dyn IdentityCache>>,
     policy: CachePolicy,
     metrics: Metrics,
+    /// Upstreams whose last answer showed a misconfiguration, for `/readyz` and operators.
+    misconfigured: std::sync::Mutex<std::collections::BTreeSet<Arc<str>>>,
 }
 
 impl IdentityService {
@@ -59,12 +61,34 @@ impl IdentityService {
         policy: CachePolicy,
         metrics: Metrics,
     ) -> Self {
-        Self { routes: Live::new(routes), local, shared, policy, metrics }
+        for upstream in routes.names() {
+            metrics.upstream_misconfigured(upstream, false);
+        }
+        Self { routes: Live::new(routes), local, shared, policy, metrics, misconfigured: Default::default() }
+    }
+
+    /// Upstreams that refuse us now (our credentials, a missing endpoint, unusable answers).
+    pub fn misconfigured_upstreams(&self) -> Vec<String> {
+        self.misconfigured.lock().map(|set| set.iter().map(|name| name.to_string()).collect()).unwrap_or_default()
+    }
+
+    fn note_misconfigured(&self, upstream: &Arc<str>, misconfigured: bool) {
+        let Ok(mut set) = self.misconfigured.lock() else { return };
+        let changed = if misconfigured { set.insert(upstream.clone()) } else { set.remove(upstream) };
+        if changed {
+            self.metrics.upstream_misconfigured(upstream, misconfigured);
+        }
     }
 
     /// Takes the upstreams of a reloaded configuration. Verdicts of the `changed` upstreams
     /// were given under settings no longer in force: they are dropped here and in Redis.
     pub async fn reconfigure(&self, routes: Routes, changed: &[String]) {
+        for upstream in routes.names() {
+            self.metrics.upstream_misconfigured(upstream, false);
+        }
+        if let Ok(mut misconfigured) = self.misconfigured.lock() {
+            misconfigured.retain(|name| !changed.iter().any(|c| c.as_str() == &**name));
+        }
         self.routes.replace(routes);
         for upstream in changed {
             let mut removed = self.local.remove_upstream(upstream).await.unwrap_or(0);
@@ -154,7 +178,11 @@ impl IdentityService {
             }
         }
         tracing::Span::current().record("tier", "upstream");
-        let entry = match route.validate(token, now).await {
+        let answer = route.validate(token, now).await;
+        if !matches!(answer, Err(ValidationError::Unavailable { .. })) {
+            self.note_misconfigured(route.upstream_name(), matches!(answer, Err(ValidationError::Misconfigured(_))));
+        }
+        let entry = match answer {
             Ok(vouched) => self.positive_entry(vouched, key, now).await,
             Err(ValidationError::Rejected(reason)) => self.policy.rejected(reason, now),
             // Transient or operator trouble: remembered nowhere, the next request asks again.

@@ -271,3 +271,25 @@ async fn userinfo_insufficient_scope_is_a_verdict_on_the_token() {
     assert_oauth_error(app.exchange_opaque("no-openid", &[]).await, 400, "invalid_request").await;
     assert_eq!(idp.userinfo_calls().await, 1, "negative-cached like any rejection");
 }
+
+#[tokio::test]
+async fn a_misconfigured_upstream_shows_in_readiness_and_metrics_until_it_answers_again() {
+    let idp = FakeIdp::start().await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).spawn().await;
+    let upstream = app.settings.upstreams.iter().find(|u| u.introspection_endpoint.is_some()).unwrap().name.clone();
+    let readiness = async || {
+        let response = app.http.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "still ready: other upstreams may be fine");
+        response.json::<serde_json::Value>().await.unwrap()["checks"]["upstreams"].as_str().unwrap().to_owned()
+    };
+    let gauge = async || app.metrics().await.value("token_exchange_upstream_misconfigured", &[("upstream", &upstream)]);
+    assert_eq!((readiness().await, gauge().await), ("ok".to_owned(), Some(0.0)));
+
+    idp.introspection_answers("refused", ResponseTemplate::new(401)).await;
+    assert_oauth_error(app.exchange_opaque("refused", &[]).await, 503, "temporarily_unavailable").await;
+    assert_eq!((readiness().await, gauge().await), ("misconfigured".to_owned(), Some(1.0)));
+
+    idp.introspection_active("welcome", app.now() + 3600).await;
+    assert_eq!(app.exchange_opaque("welcome", &[]).await.status(), 200);
+    assert_eq!((readiness().await, gauge().await), ("ok".to_owned(), Some(0.0)));
+}
