@@ -61,8 +61,10 @@ impl Application {
             .context("loading signing keys")?,
         );
         tokio::spawn(maintain_keys(keys.clone(), clock.clone(), settings.keys.refresh_interval));
-        let http_client =
-            Arc::new(UpstreamHttp::new(&settings.upstream_http, metrics.clone()).context("building the HTTP client")?);
+        let http_client = Arc::new(
+            UpstreamHttp::new(&settings.upstream_http, metrics.clone(), clock.clone())
+                .context("building the HTTP client")?,
+        );
         let routes = upstream_routes(&settings, &http_client);
         let identities = Arc::new(identity_service(&settings, routes, clock.clone(), metrics.clone())?);
         let clients = Arc::new(Live::new(client_registry(&settings, &http_client)?));

@@ -244,7 +244,7 @@ impl ClientRegistry {
         if let Some(http) = self.http.get() {
             return Ok(http.clone());
         }
-        let http = UpstreamHttp::new(&Default::default(), context.metrics.clone())
+        let http = UpstreamHttp::new(&Default::default(), context.metrics.clone(), Arc::new(crate::clock::SystemClock))
             .map_err(|error| OAuthError::unavailable_because("cannot fetch the client's keys", None, error))?;
         Ok(self.http.get_or_init(|| Arc::new(http)).clone())
     }

@@ -4,7 +4,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
 use super::UpstreamHttpSettings;
-use crate::clock::Stopwatch;
+use crate::clock::{SharedClock, Stopwatch, UnixTime};
 use crate::metrics::Metrics;
 use crate::vocabulary::ValidationError;
 
@@ -81,10 +81,12 @@ pub struct UpstreamHttp {
     client: reqwest::Client,
     max_response_bytes: usize,
     metrics: Metrics,
+    /// For `X-RateLimit-Reset`, an instant rather than a wait.
+    clock: SharedClock,
 }
 
 impl UpstreamHttp {
-    pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics, clock: SharedClock) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
@@ -92,7 +94,7 @@ impl UpstreamHttp {
             .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Self { client, max_response_bytes: settings.max_response_bytes, metrics })
+        Ok(Self { client, max_response_bytes: settings.max_response_bytes, metrics, clock })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -130,7 +132,7 @@ impl UpstreamHttp {
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(HttpFailure::Unavailable {
                 reason: UnavailableReason::Status(status.as_u16()),
-                retry_after: retry_after(response.headers()),
+                retry_after: retry_after(response.headers(), self.clock.now()),
             });
         }
         if !status.is_success() {
@@ -183,11 +185,16 @@ fn is_signed_jwt(headers: &HeaderMap) -> bool {
 /// to park every gateway for a day.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`] (the HTTP-date form is rare from IdPs
-/// and ignored).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+/// How long the upstream asks us to wait, at most [`MAX_RETRY_AFTER`]: `Retry-After` in
+/// seconds (the HTTP-date form is rare from IdPs and ignored), else Auth0's
+/// `X-RateLimit-Reset`, the Unix time at which its limit resets.
+fn retry_after(headers: &HeaderMap, now: UnixTime) -> Option<Duration> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+    let wait = match number(RETRY_AFTER.as_str()) {
+        Some(seconds) => Duration::from_secs(seconds),
+        None => now.until(UnixTime::from_secs(i64::try_from(number("x-ratelimit-reset")?).ok()?)),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 impl HttpFailure {

@@ -293,3 +293,17 @@ async fn a_misconfigured_upstream_shows_in_readiness_and_metrics_until_it_answer
     assert_eq!(app.exchange_opaque("welcome", &[]).await.status(), 200);
     assert_eq!((readiness().await, gauge().await), ("ok".to_owned(), Some(0.0)));
 }
+
+#[tokio::test]
+async fn a_429_without_retry_after_waits_until_auth0s_rate_limit_reset() {
+    let idp = FakeIdp::start().await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.opaque_settings("auth0", false, true)).spawn().await;
+    let reset = (app.now() + 42).to_string();
+    idp.userinfo_answers("limited", ResponseTemplate::new(429).insert_header("X-RateLimit-Reset", reset.as_str()))
+        .await;
+
+    let response = app.exchange_opaque("limited", &[]).await;
+
+    assert_eq!(response.headers()["retry-after"], "42");
+    assert_oauth_error(response, 503, "temporarily_unavailable").await;
+}
