@@ -257,9 +257,8 @@ fn changed_upstreams(running: &Settings, next: &Settings) -> Vec<String> {
 }
 
 fn client_registry(settings: &Settings, http: &Arc<UpstreamHttp>) -> anyhow::Result<ClientRegistry> {
-    let registry = ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute)
-        .map_err(|_| anyhow::anyhow!("cannot generate a random key"))?;
-    Ok(registry.with_http(http.clone()))
+    ClientRegistry::new(&settings.clients, settings.server.max_failed_client_auth_per_minute, http.clone())
+        .map_err(|_| anyhow::anyhow!("cannot generate a random key"))
 }
 
 /// How often the configuration file is looked at for changes.

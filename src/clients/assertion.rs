@@ -15,7 +15,6 @@ use url::Url;
 
 use crate::cache::IdentityCache;
 use crate::clock::UnixTime;
-use crate::metrics::Metrics;
 use crate::oauth::{ASSERTION_SIGNING_ALGORITHMS, AuthMethod, OAuthError};
 use crate::upstream::{JwksCache, StaticJwks, UpstreamHttp, UpstreamKey};
 use crate::vocabulary::{ClientSecret, ValidationError, hex};
@@ -39,7 +38,6 @@ pub struct AuthContext<'a> {
     pub audiences: &'a [String],
     /// Where assertion `jti`s are claimed (Redis when configured, so replicas share them).
     pub replay: &'a dyn IdentityCache,
-    pub metrics: &'a Metrics,
 }
 
 /// A client's public keys, and how long its assertions may live.
@@ -78,7 +76,7 @@ impl ClientKeys {
         kid: Option<&str>,
         alg: Algorithm,
         now: UnixTime,
-        http: impl FnOnce() -> Result<Arc<UpstreamHttp>, OAuthError>,
+        http: &Arc<UpstreamHttp>,
     ) -> Result<Arc<UpstreamKey>, OAuthError> {
         let found = match &self.source {
             JwksSource::Inline(Some(keys)) => keys.key_for(kid, alg),
@@ -91,7 +89,7 @@ impl ClientKeys {
                             format!("client:{client_id}"),
                             client_id.to_owned(),
                             Some(uri.clone()),
-                            http()?,
+                            http.clone(),
                             JWKS_MAX_AGE,
                             JWKS_COOLDOWN,
                         );
@@ -120,7 +118,7 @@ impl ClientKeys {
         client_id: &str,
         assertion: &ClientSecret,
         context: &AuthContext<'_>,
-        http: impl FnOnce() -> Result<Arc<UpstreamHttp>, OAuthError>,
+        http: &Arc<UpstreamHttp>,
     ) -> Result<(), OAuthError> {
         let jws = assertion.expose_secret();
         let header = decode_header(jws).map_err(|_| rejected("the assertion's JOSE header is malformed"))?;

@@ -137,7 +137,8 @@ pub struct ClientRegistry {
     /// argon2 verifications running at once, process-wide.
     verifications: tokio::sync::Semaphore,
     /// The HTTP client that fetches clients' `jwks_uri`, built on first use.
-    http: std::sync::OnceLock<Arc<UpstreamHttp>>,
+    /// Fetches clients' `jwks_uri` (the application's one upstream HTTP client).
+    http: Arc<UpstreamHttp>,
 }
 
 /// (client id, keyed digest of the presented secret).
@@ -147,6 +148,7 @@ impl ClientRegistry {
     pub fn new(
         clients: &[ClientSettings],
         max_failures_per_minute: u32,
+        http: Arc<UpstreamHttp>,
     ) -> Result<Self, aws_lc_rs::error::Unspecified> {
         let random = rand::SystemRandom::new();
         let memo_key = hmac::Key::generate(hmac::HMAC_SHA256, &random)?;
@@ -167,15 +169,8 @@ impl ClientRegistry {
             failures: moka::future::Cache::builder().max_capacity(100_000).time_to_live(LOCKOUT_WINDOW).build(),
             max_failures: max_failures_per_minute,
             verifications: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
-            http: std::sync::OnceLock::new(),
+            http,
         })
-    }
-
-    /// Fetches clients' `jwks_uri` with the application's one upstream HTTP client (its
-    /// timeouts and body limit), instead of a default one.
-    pub fn with_http(self, http: Arc<UpstreamHttp>) -> Self {
-        let _ = self.http.set(http);
-        self
     }
 
     /// Whether some client authenticates with `private_key_jwt` (the metadata says so then).
@@ -215,7 +210,7 @@ impl ClientRegistry {
                         Some(AuthMethod::PrivateKeyJwt),
                     ));
                 };
-                keys.verify(&client.client_id, assertion, context, || self.http(context)).await?;
+                keys.verify(&client.client_id, assertion, context, &self.http).await?;
                 return Ok(client.clone());
             }
         };
@@ -237,16 +232,6 @@ impl ClientRegistry {
                 Err(OAuthError::unavailable("too many client authentications at once", Some(Duration::from_secs(1))))
             }
         }
-    }
-
-    /// The one HTTP client for every `jwks_uri` of this registry.
-    fn http(&self, context: &AuthContext<'_>) -> Result<Arc<UpstreamHttp>, OAuthError> {
-        if let Some(http) = self.http.get() {
-            return Ok(http.clone());
-        }
-        let http = UpstreamHttp::new(&Default::default(), context.metrics.clone(), Arc::new(crate::clock::SystemClock))
-            .map_err(|error| OAuthError::unavailable_because("cannot fetch the client's keys", None, error))?;
-        Ok(self.http.get_or_init(|| Arc::new(http)).clone())
     }
 
     /// A remembered verdict answers at once. Otherwise argon2 runs once per client id and

@@ -22,12 +22,7 @@ pub async fn authenticated_client(
     let peer = request.peer_addr().map(|address| address.ip().to_canonical());
     // An assertion's `aud`: our issuer, or this endpoint's URL (RFC 7523 §3).
     let audiences = [state.issuer.to_string(), format!("{}{}", state.issuer, request.path())];
-    let context = AuthContext {
-        peer,
-        now: state.clock.now(),
-        audiences: &audiences,
-        replay: state.identities.replay_store(),
-        metrics: &state.metrics,
-    };
+    let context =
+        AuthContext { peer, now: state.clock.now(), audiences: &audiences, replay: state.identities.replay_store() };
     state.clients.current().authenticate(&credentials, &context).await
 }

@@ -2,38 +2,12 @@
 //! turned against the real client, unknown client ids look like wrong secrets, and a request
 //! names its client once.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::helpers::*;
-
-/// An HTTP client whose requests come from `127.0.0.<last>`: another peer of the same app
-/// (all of 127.0.0.0/8 is loopback on Linux).
-fn from_peer(last: u8) -> reqwest::Client {
-    reqwest::Client::builder().local_address(IpAddr::from([127, 0, 0, last])).build().unwrap()
-}
-
-/// A token exchange authenticated with HTTP Basic as `client_id`/`secret`, sent through `http`.
-async fn exchange_as(
-    http: &reqwest::Client,
-    app: &TestApp,
-    idp: &FakeIdp,
-    client_id: &str,
-    secret: &str,
-) -> reqwest::Response {
-    let subject = idp.token(app.now());
-    let form = [("grant_type", TOKEN_EXCHANGE), ("subject_token", subject.as_str()), ("subject_token_type", JWT)];
-    http.post(app.url("/token"))
-        .header(AUTHORIZATION, basic(client_id, secret))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(serde_html_form::to_string(form).unwrap())
-        .send()
-        .await
-        .unwrap()
-}
 
 /// A 429 `slow_down` with a `Retry-After` of at most the one-minute lockout window.
 async fn assert_slow_down(response: reqwest::Response) {

@@ -24,29 +24,6 @@ async fn revoke_as(app: &TestApp, client_id: &str, secret: &str, token: &str) ->
     app.post_form_as("/revoke", client_id, secret, &[("token", token)]).await
 }
 
-/// Every key in the test's Redis matching `pattern` (SCAN, not KEYS: the server is shared).
-async fn redis_keys(pattern: &str) -> Vec<String> {
-    let mut redis = redis_connection().await;
-    let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
-        }
-        cursor = next;
-    }
-}
-
 fn revoked_key(app: &TestApp, token: &str) -> String {
     format!("{}:v1:revoked:{}", app.redis_prefix(), sha256_hex(token))
 }

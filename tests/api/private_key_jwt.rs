@@ -166,28 +166,6 @@ async fn a_jti_replayed_at_another_replica_sharing_redis_is_refused() {
     assert!(!keys[0].contains("shared"), "{keys:?}");
 }
 
-async fn redis_keys(pattern: &str) -> Vec<String> {
-    let mut redis = redis_connection().await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
-        }
-        cursor = next;
-    }
-}
-
 #[tokio::test]
 async fn a_wrong_audience_issuer_or_subject_is_refused() {
     let idp = FakeIdp::start().await;

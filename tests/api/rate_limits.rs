@@ -2,7 +2,6 @@
 //! and per peer address for failed client authentications. governor measures real time, so
 //! every limit here is per hour: nothing refills while a test runs, and nothing sleeps.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -20,30 +19,6 @@ fn per_hour(count: u32) -> Rate {
 /// A second registered client, to show that one client's limit is its own.
 fn with_other_client(settings: &mut Settings) {
     settings.clients.push(client(OTHER_ID, OTHER_SECRET));
-}
-
-/// An HTTP client whose requests come from `127.0.0.<last>` (all of 127/8 is loopback).
-fn from_peer(last: u8) -> reqwest::Client {
-    reqwest::Client::builder().local_address(IpAddr::from([127, 0, 0, last])).build().unwrap()
-}
-
-/// A token exchange as `client_id`/`secret`, sent through `http`.
-async fn exchange_as(
-    http: &reqwest::Client,
-    app: &TestApp,
-    idp: &FakeIdp,
-    client_id: &str,
-    secret: &str,
-) -> reqwest::Response {
-    let subject = idp.token(app.now());
-    let form = [("grant_type", TOKEN_EXCHANGE), ("subject_token", subject.as_str()), ("subject_token_type", JWT)];
-    http.post(app.url("/token"))
-        .header(AUTHORIZATION, basic(client_id, secret))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(serde_html_form::to_string(form).unwrap())
-        .send()
-        .await
-        .unwrap()
 }
 
 /// The `Retry-After` of a response, in seconds.

@@ -24,7 +24,9 @@ pub use idp::{FakeIdp, UpstreamKey};
 pub use logging::init_test_log;
 pub use metrics::MetricsText;
 pub use poll::eventually;
-pub use storage::{TestDatabase, postgres_admin_url, random_prefix, redis_connection, redis_url, sha256_hex};
+pub use storage::{
+    TestDatabase, postgres_admin_url, random_prefix, redis_connection, redis_keys, redis_url, sha256_hex,
+};
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -96,4 +98,30 @@ pub async fn assert_oauth_error(response: reqwest::Response, status: u16, error:
     assert_eq!(body["error"], error, "error code in {body}");
     assert!(body["error_description"].is_string(), "error_description in {body}");
     body
+}
+
+/// An HTTP client whose requests come from `127.0.0.<last>`: another peer of the same app
+/// (all of 127.0.0.0/8 is loopback on Linux).
+pub fn from_peer(last: u8) -> reqwest::Client {
+    reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, last])).build().unwrap()
+}
+
+/// A token exchange of a fresh subject token, authenticated with HTTP Basic as
+/// `client_id`/`secret`, sent through `http` (see [`from_peer`]).
+pub async fn exchange_as(
+    http: &reqwest::Client,
+    app: &TestApp,
+    idp: &FakeIdp,
+    client_id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    let subject = idp.token(app.now());
+    let form = [("grant_type", TOKEN_EXCHANGE), ("subject_token", subject.as_str()), ("subject_token_type", JWT)];
+    http.post(app.url("/token"))
+        .header("Authorization", basic(client_id, secret))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(serde_html_form::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap()
 }

@@ -123,3 +123,26 @@ pub fn test_kek_file() -> std::path::PathBuf {
     token_exchange::keys::read_or_create_kek(&path).unwrap();
     path
 }
+
+/// Every Redis key matching `pattern` (a SCAN, so tests see what a replica wrote).
+pub async fn redis_keys(pattern: &str) -> Vec<String> {
+    let mut redis = redis_connection().await;
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
