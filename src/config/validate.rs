@@ -129,6 +129,13 @@ impl Settings {
             {
                 fail(key("client_id"), "introspection needs client_id and client_secret");
             }
+            if upstream.accept_answers_without_audience && upstream.audiences.is_empty() {
+                fail(key("accept_answers_without_audience"), "applies only to an upstream with audiences");
+            }
+            let names_clients = upstream.introspection_endpoint.is_some() || !upstream.audiences.is_empty();
+            if !upstream.allowed_clients.is_empty() && !names_clients {
+                fail(key("allowed_clients"), "needs introspection or JWTs: userinfo answers name no client");
+            }
             if upstream.userinfo_ttl.is_zero() {
                 fail(key("userinfo_ttl"), "must be greater than zero");
             }

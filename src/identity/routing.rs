@@ -1,6 +1,7 @@
 //! Which one upstream is responsible for a token. A JWS whose `iss` names a JWT upstream is
-//! verified offline by it; anything else is opaque and goes to the caller's bound upstream or
-//! the default one, never to several in turn.
+//! verified offline by it, unless it names no audience and that upstream also introspects (or
+//! asks userinfo): then the provider judges it. Anything else is opaque and goes to the
+//! caller's bound upstream or the default one, never to several in turn.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,14 +68,15 @@ impl Routes {
         // A JWT is never handed to an opaque upstream: that would show one provider's tokens
         // to another. Only the upstream its `iss` names may judge it.
         if let Some(claims) = unverified_claims(token) {
-            let issuer = claims.iss.unwrap_or_default();
-            if let Some(upstream) = self.by_issuer.get(&issuer) {
-                return Ok(Route::Jwt(upstream.clone()));
-            }
-            if let Some(upstream) = self.opaque_by_issuer.get(&issuer) {
-                return Ok(Route::Opaque(upstream.clone()));
-            }
-            return Err(ValidationError::rejected("no configured upstream trusts the token's issuer"));
+            let issuer = claims.iss.as_deref().unwrap_or_default();
+            return match (self.by_issuer.get(issuer), self.opaque_by_issuer.get(issuer)) {
+                // A JWS without `aud` cannot show offline that it is meant for us; an upstream
+                // that also introspects asks its provider, who knows whom it was issued for.
+                (Some(_), Some(opaque)) if !claims.names_an_audience() => Ok(Route::Opaque(opaque.clone())),
+                (Some(jwt), _) => Ok(Route::Jwt(jwt.clone())),
+                (None, Some(opaque)) => Ok(Route::Opaque(opaque.clone())),
+                (None, None) => Err(ValidationError::rejected("no configured upstream trusts the token's issuer")),
+            };
         }
         let opaque = match bound_upstream {
             Some(name) => self.opaque_by_name.get(name),

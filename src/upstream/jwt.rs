@@ -20,6 +20,7 @@ pub struct JwtUpstream {
     algorithms: Vec<jsonwebtoken::Algorithm>,
     leeway: Duration,
     retained_claims: Vec<String>,
+    allowed_clients: Vec<String>,
     jwks: JwksCache,
 }
 
@@ -29,9 +30,16 @@ pub struct JwtUpstream {
 pub struct UnverifiedClaims {
     pub iss: Option<String>,
     exp: Option<Value>,
+    names_an_audience: bool,
 }
 
 impl UnverifiedClaims {
+    /// Whether `aud` holds anything: a JWS without one (Keycloak's lightweight access tokens)
+    /// cannot show it is meant for us offline.
+    pub fn names_an_audience(&self) -> bool {
+        self.names_an_audience
+    }
+
     pub fn expires_at(&self) -> Option<UnixTime> {
         match self.exp.as_ref()? {
             Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map(UnixTime::from_secs),
@@ -59,6 +67,11 @@ pub fn unverified_claims(token: &SubjectToken) -> Option<UnverifiedClaims> {
     Some(UnverifiedClaims {
         iss: claims.remove("iss").and_then(|iss| iss.as_str().map(str::to_owned)),
         exp: claims.remove("exp"),
+        names_an_audience: match claims.get("aud") {
+            Some(Value::String(aud)) => !aud.is_empty(),
+            Some(Value::Array(auds)) => !auds.is_empty(),
+            _ => false,
+        },
     })
 }
 
@@ -79,6 +92,7 @@ impl JwtUpstream {
             algorithms: settings.algorithms.clone(),
             leeway: settings.leeway,
             retained_claims: retained_claims.to_vec(),
+            allowed_clients: settings.allowed_clients.clone(),
             jwks,
         }
     }
@@ -107,6 +121,7 @@ impl JwtUpstream {
             .map_err(|e| ValidationError::rejected(rejection(e.kind())))?
             .claims;
         self.check_time(&claims, now)?;
+        check_client(&self.allowed_clients, issued_to(&claims))?;
         let identity = self.identity(claims)?;
         Ok(Vouched { identity, trust_for: None, lifetime_from_first_sight: None })
     }
@@ -164,6 +179,25 @@ fn rejection(kind: &ErrorKind) -> std::borrow::Cow<'static, str> {
         ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim").into(),
         ErrorKind::InvalidAlgorithm => "the token's algorithm does not fit its key".into(),
         _ => "the token is malformed".into(),
+    }
+}
+
+/// The client a token was issued to: RFC 9068's `client_id`, else OIDC's `azp`.
+pub(super) fn issued_to(claims: &Map<String, Value>) -> Option<&str> {
+    ["client_id", "azp"].iter().find_map(|name| claims.get(*name).and_then(Value::as_str))
+}
+
+/// An upstream that names `allowed` accepts only tokens issued to one of them.
+pub(super) fn check_client(allowed: &[String], client: Option<&str>) -> Result<(), ValidationError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    match client {
+        Some(client) if allowed.iter().any(|a| a == client) => Ok(()),
+        Some(_) => Err(ValidationError::rejected("the token was issued to a client this upstream does not accept")),
+        None => {
+            Err(ValidationError::rejected("the token names no client (client_id or azp) and the upstream requires one"))
+        }
     }
 }
 

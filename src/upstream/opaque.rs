@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::http::{HttpFailure, UpstreamCall};
+use super::jwt::check_client;
 use super::{UpstreamClientAuth, UpstreamHttp, UpstreamSettings};
 use crate::clock::UnixTime;
 use crate::vocabulary::{ClientSecret, SubjectToken, ValidatedIdentity, ValidationError, Vouched, retain_claims};
@@ -46,6 +47,8 @@ pub struct OpaqueUpstream {
     token_lifetime: Option<Duration>,
     leeway: Duration,
     audiences: Vec<String>,
+    accept_answers_without_audience: bool,
+    allowed_clients: Vec<String>,
     retained_claims: Vec<String>,
     http: Arc<UpstreamHttp>,
 }
@@ -75,6 +78,8 @@ impl OpaqueUpstream {
             token_lifetime: settings.token_lifetime,
             leeway: settings.leeway,
             audiences: settings.audiences.clone(),
+            accept_answers_without_audience: settings.accept_answers_without_audience,
+            allowed_clients: settings.allowed_clients.clone(),
             retained_claims: retained_claims.to_vec(),
             http,
         })
@@ -98,6 +103,7 @@ impl OpaqueUpstream {
             known.merge_userinfo(profile)?;
         }
         let subject = known.subject.ok_or_else(|| ValidationError::rejected("the upstream named no subject"))?;
+        check_client(&self.allowed_clients, known.client.as_deref())?;
         // A `sub` is unique only within its issuer: an answer may not speak for another one.
         if known.issuer.as_deref().is_some_and(|iss| iss != self.issuer) {
             return Err(ValidationError::rejected("the upstream's answer names another issuer"));
@@ -160,12 +166,7 @@ impl OpaqueUpstream {
                 "a refresh or offline token is not an access token ({kind})"
             )));
         }
-        // Like a JWT subject, an introspected token must be meant for us when audiences are set.
-        if !self.audiences.is_empty()
-            && !response.aud().is_some_and(|aud| aud.iter().any(|a| self.audiences.contains(a)))
-        {
-            return Err(ValidationError::rejected("the token's audience is not accepted"));
-        }
+        self.check_audience(response.aud())?;
         let expires_at = response.exp().map(|t| UnixTime::from_secs(t.timestamp()));
         if expires_at.is_some_and(|exp| exp <= now) {
             return Err(ValidationError::rejected("the token has expired"));
@@ -178,8 +179,25 @@ impl OpaqueUpstream {
             issuer: response.iss().map(str::to_owned),
             expires_at,
             scopes: response.scopes().map(|s| s.iter().map(|scope| scope.to_string()).collect()).unwrap_or_default(),
+            client: response.client_id().map(|id| id.as_str().to_owned()),
             claims: response.extra_fields().0.clone(),
         })
+    }
+
+    /// Like a JWT subject, an introspected token must be meant for us when audiences are set;
+    /// one whose answer names no audience only where the upstream says such answers are fine.
+    fn check_audience(&self, aud: Option<&Vec<String>>) -> Result<(), ValidationError> {
+        if self.audiences.is_empty() {
+            return Ok(());
+        }
+        match aud.filter(|aud| !aud.is_empty()) {
+            Some(aud) if aud.iter().any(|a| self.audiences.contains(a)) => Ok(()),
+            Some(_) => Err(ValidationError::rejected("the token's audience is not accepted")),
+            None if self.accept_answers_without_audience => Ok(()),
+            None => Err(ValidationError::rejected(
+                "the introspection answer names no aud, and the upstream does not accept answers without audience",
+            )),
+        }
     }
 
     async fn userinfo(&self, endpoint: &Url, token: &SubjectToken) -> Result<Map<String, Value>, ValidationError> {
@@ -207,6 +225,8 @@ struct Known {
     issuer: Option<String>,
     expires_at: Option<UnixTime>,
     scopes: Vec<String>,
+    /// The OAuth client the token was issued to, where the answer says.
+    client: Option<String>,
     claims: Map<String, Value>,
 }
 

@@ -55,6 +55,13 @@ pub struct UpstreamSettings {
     /// Use this upstream for opaque tokens of clients that name no upstream.
     #[serde(default)]
     pub default_for_opaque: bool,
+    /// With `audiences` set, whether an introspection answer that names no `aud` is accepted.
+    /// Off by default: a token whose audience nobody states may be meant for anyone.
+    #[serde(default)]
+    pub accept_answers_without_audience: bool,
+    /// When not empty, only tokens issued to these OAuth clients (`client_id`, else `azp`).
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -22,6 +22,7 @@ mod identity_cache;
 mod jwt_subjects;
 mod key_custody;
 mod keys;
+mod mixed_upstreams;
 mod opaque_subjects;
 mod openapi;
 mod private_key_jwt;
