@@ -59,6 +59,15 @@ impl Metrics {
     }
 
     /// A request that waited for another request's upstream call for the same token.
+    /// A miss of an opaque token through the shared cache: this replica `led` the upstream
+    /// call, `took_over` from a leader that failed or died, was `answered_by_another`, or
+    /// `gave_up` waiting.
+    pub fn fleet_single_flight(&self, outcome: &'static str) {
+        self.record(|| {
+            metrics::counter!("token_exchange_fleet_single_flight_total", "outcome" => outcome).increment(1)
+        });
+    }
+
     pub fn coalesced_wait(&self) {
         self.record(|| metrics::counter!("token_exchange_singleflight_waits_total").increment(1));
     }

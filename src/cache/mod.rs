@@ -25,6 +25,17 @@ pub struct Lookup {
     pub revoked_until: Option<UnixTime>,
 }
 
+/// Whether this replica may ask the upstream about a token nobody has a verdict on yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Ours until it expires or we give it back: ask the upstream, share the answer.
+    Granted,
+    /// Another replica is asking: wait for its answer.
+    HeldElsewhere,
+    /// Not asked for, because something was found under the key.
+    NotAsked,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache backend unavailable: {0}")]
@@ -65,6 +76,33 @@ pub trait IdentityCache: Send + Sync {
     async fn lookup(&self, key: &CacheKey, now: UnixTime) -> Result<Lookup, CacheError> {
         let revoked_until = self.revoked_until(key.digest(), now).await?;
         Ok(Lookup { entry: self.get(key).await?, revoked_until })
+    }
+
+    /// [`Self::lookup`], and when nothing is stored under `key`, the lease on asking the
+    /// upstream about it for `hold`, unless another replica (another `lessee`) holds it: in one
+    /// trip where the backend can. A cache shared with nobody always grants it.
+    async fn lookup_or_lease(
+        &self,
+        key: &CacheKey,
+        _lessee: &str,
+        _hold: Duration,
+        now: UnixTime,
+    ) -> Result<(Lookup, Lease), CacheError> {
+        let lookup = self.lookup(key, now).await?;
+        let lease =
+            if lookup.entry.is_some() || lookup.revoked_until.is_some() { Lease::NotAsked } else { Lease::Granted };
+        Ok((lookup, lease))
+    }
+
+    /// The lease alone, for when something stale was found under `key`.
+    async fn take_lease(&self, _key: &CacheKey, _lessee: &str, _hold: Duration) -> Result<Lease, CacheError> {
+        Ok(Lease::Granted)
+    }
+
+    /// Gives a lease back early (the upstream failed), so a waiting replica may try at once;
+    /// a lease `lessee` no longer holds is left alone.
+    async fn release_lease(&self, _key: &CacheKey, _lessee: &str) -> Result<(), CacheError> {
+        Ok(())
     }
 
     /// Remembers until `until` that `client_id` exchanged the token with `digest`: RFC 7009

@@ -6,7 +6,9 @@ use deadpool_redis::{Config, Pool, Runtime};
 use futures_util::StreamExt as _;
 
 use super::entry::is_entry_of_subject;
-use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lookup, MemoryCache, subject_digest};
+use super::{
+    CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lease, Lookup, MemoryCache, subject_digest,
+};
 use crate::clock::{Clock, SharedClock, UnixTime};
 use crate::metrics::Metrics;
 use crate::vocabulary::TokenDigest;
@@ -14,6 +16,45 @@ use crate::vocabulary::TokenDigest;
 enum Query {
     Command(redis::Cmd),
     Pipeline(redis::Pipeline),
+    Script(redis::ScriptInvocation<'static>),
+}
+
+const LEASE_GRANTED: i64 = 1;
+const LEASE_HELD_ELSEWHERE: i64 = 0;
+
+/// KEYS: entry, revocation, lease. ARGV: lessee, hold in milliseconds. Returns the entry, the
+/// revocation and 1 (lease granted), 0 (held by another) or -1 (not asked: something was found).
+static LOOKUP_OR_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local found = redis.call('MGET', KEYS[1], KEYS[2])
+if found[1] or found[2] then return {found[1], found[2], -1} end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, false, 1} end
+return {false, false, 0}
+"#,
+    )
+});
+
+/// KEYS: lease. ARGV: lessee. Deletes the lease only while `lessee` holds it.
+static RELEASE_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+fn hold_millis(hold: Duration) -> u64 {
+    u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn parse_lookup(entry: Option<Vec<u8>>, revoked_until: Option<i64>, now: UnixTime) -> Lookup {
+    Lookup {
+        // An entry of another version or shape is a miss, to be overwritten.
+        entry: entry.and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+        revoked_until: revoked_until.map(UnixTime::from_secs).filter(|until| *until > now),
+    }
 }
 
 fn command(name: &str) -> redis::Cmd {
@@ -39,6 +80,7 @@ pub struct RedisSettings {
 /// entry, `{prefix}:v1:seen:…` the first sighting of a token, `{prefix}:v1:sub:{sha256(sub)}`
 /// the keys of one subject, `{prefix}:v1:revoked:{sha256}` a revocation,
 /// `{prefix}:v1:exchanged:{sha256}:{client_id}` that a client presented the token,
+/// `{prefix}:v1:lease:{upstream}:{sha256}` which replica is asking the upstream about a token,
 /// `{prefix}:v1:claim:{digest}` a one-time claim (a client assertion's `jti`), and
 /// `{prefix}:v1:invalidate` carries messages between replicas.
 pub struct RedisCache {
@@ -92,6 +134,10 @@ impl RedisCache {
 
     fn exchanged_key(&self, digest: &TokenDigest, client_id: &str) -> String {
         format!("{}:v1:exchanged:{}:{client_id}", self.prefix, digest.to_hex())
+    }
+
+    fn lease_key(&self, key: &CacheKey) -> String {
+        format!("{}:v1:lease:{}", self.prefix, key.to_wire())
     }
 
     fn claim_key(&self, key: &str) -> String {
@@ -152,6 +198,7 @@ impl RedisCache {
             let reply = match &query {
                 Query::Command(command) => command.query_async(&mut connection).await,
                 Query::Pipeline(pipeline) => pipeline.query_async(&mut connection).await,
+                Query::Script(invocation) => invocation.invoke_async(&mut connection).await,
             };
             reply.map_err(CacheError::Redis)
         };
@@ -278,11 +325,43 @@ impl IdentityCache for RedisCache {
     async fn lookup(&self, key: &CacheKey, now: UnixTime) -> Result<Lookup, CacheError> {
         let mget = command("MGET").arg(self.entry_key(key)).arg(self.revoked_key(key.digest())).clone();
         let (entry, until): (Option<Vec<u8>>, Option<i64>) = self.run("lookup", Query::Command(mget)).await?;
-        Ok(Lookup {
-            // An entry of another version or shape is a miss, to be overwritten.
-            entry: entry.and_then(|bytes| serde_json::from_slice(&bytes).ok()),
-            revoked_until: until.map(UnixTime::from_secs).filter(|until| *until > now),
-        })
+        Ok(parse_lookup(entry, until, now))
+    }
+
+    /// Entry, revocation and, when both are missing, `SET NX PX` of the lease: one script, so
+    /// no replica can take a lease on a token whose verdict has just landed.
+    async fn lookup_or_lease(
+        &self,
+        key: &CacheKey,
+        lessee: &str,
+        hold: Duration,
+        now: UnixTime,
+    ) -> Result<(Lookup, Lease), CacheError> {
+        let mut invocation = LOOKUP_OR_LEASE.prepare_invoke();
+        invocation.key(self.entry_key(key)).key(self.revoked_key(key.digest())).key(self.lease_key(key));
+        invocation.arg(lessee).arg(hold_millis(hold));
+        let (entry, until, leased): (Option<Vec<u8>>, Option<i64>, i64) =
+            self.run("lookup_or_lease", Query::Script(invocation)).await?;
+        let lease = match leased {
+            LEASE_GRANTED => Lease::Granted,
+            LEASE_HELD_ELSEWHERE => Lease::HeldElsewhere,
+            _ => Lease::NotAsked,
+        };
+        Ok((parse_lookup(entry, until, now), lease))
+    }
+
+    async fn take_lease(&self, key: &CacheKey, lessee: &str, hold: Duration) -> Result<Lease, CacheError> {
+        let set =
+            command("SET").arg(self.lease_key(key)).arg(lessee).arg("NX").arg("PX").arg(hold_millis(hold)).clone();
+        let stored: Option<String> = self.run("take_lease", Query::Command(set)).await?;
+        Ok(if stored.is_some() { Lease::Granted } else { Lease::HeldElsewhere })
+    }
+
+    async fn release_lease(&self, key: &CacheKey, lessee: &str) -> Result<(), CacheError> {
+        let mut invocation = RELEASE_LEASE.prepare_invoke();
+        invocation.key(self.lease_key(key)).arg(lessee);
+        let _released: i64 = self.run("release_lease", Query::Script(invocation)).await?;
+        Ok(())
     }
 
     async fn record_exchange(

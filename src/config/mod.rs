@@ -13,6 +13,9 @@ use serde::Deserialize;
 pub use crate::clients::ClientSettings;
 pub use crate::gateway::{ForwardAuthSettings, RouteSettings};
 use crate::keys::{CustodyError, JWKS_MAX_AGE, KeyCustody, SigningAlgorithm, decode_kek, read_kek, read_or_create_kek};
+
+/// Added to the time one upstream call may take, for the lease of the fleet's single flight.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
 pub use crate::rate_limit::{Rate, RateLimitSettings};
 pub use crate::storage::StorageSettings;
 pub use crate::telemetry::TelemetrySettings;
@@ -285,12 +288,13 @@ impl Settings {
         Some(Path::new(file).with_file_name("token-exchange.kek"))
     }
 
-    /// How long verdicts on tokens are kept.
+    /// How long verdicts on tokens are kept, and how long one replica may ask an upstream.
     pub fn cache_policy(&self) -> crate::identity::CachePolicy {
         crate::identity::CachePolicy {
             max_ttl: self.cache.max_ttl,
             negative_ttl: self.cache.negative_ttl,
             expiry_leeway: self.cache.expiry_leeway,
+            upstream_lease: self.upstream_http.connect_timeout + self.upstream_http.timeout + LEASE_MARGIN,
         }
     }
 

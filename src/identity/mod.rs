@@ -2,6 +2,7 @@
 //! then Redis), the TTL and negative-cache policy, single flight, revocation and purge by
 //! subject. Every door (`/token`, `/revoke`, `/admin/purge`) goes through [`IdentityService`].
 
+mod fleet;
 mod policy;
 mod routing;
 
@@ -28,12 +29,11 @@ pub enum Revocation {
 
 /// A cap on how long a revocation is kept, however far away a token's unverified `exp` is.
 const LONGEST_REVOCATION: Duration = Duration::from_secs(366 * 24 * 3600);
+use fleet::{FleetFlight, Found};
 use routing::Route;
 pub use routing::Routes;
 
-use crate::cache::{
-    CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lookup, MemoryCache, subject_digest,
-};
+use crate::cache::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
 use crate::clock::UnixTime;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -48,6 +48,7 @@ pub struct IdentityService {
     local: MemoryCache,
     shared: Option<Arc<dyn IdentityCache>>,
     policy: CachePolicy,
+    fleet: FleetFlight,
     metrics: Metrics,
     /// Upstreams whose last answer showed a misconfiguration, for `/readyz` and operators.
     misconfigured: std::sync::Mutex<std::collections::BTreeSet<Arc<str>>>,
@@ -64,7 +65,8 @@ impl IdentityService {
         for upstream in routes.names() {
             metrics.upstream_misconfigured(upstream, false);
         }
-        Self { routes: Live::new(routes), local, shared, policy, metrics, misconfigured: Default::default() }
+        let fleet = FleetFlight::new(policy.upstream_lease);
+        Self { routes: Live::new(routes), local, shared, policy, fleet, metrics, misconfigured: Default::default() }
     }
 
     /// Upstreams that refuse us now (our credentials, a missing endpoint, unusable answers).
@@ -158,22 +160,39 @@ impl IdentityService {
         holder: Option<&str>,
         now: UnixTime,
     ) -> Result<CacheEntry, ValidationError> {
+        let mut leased = false;
         if let Some(shared) = &self.shared {
-            match shared.lookup(key, now).await {
+            match self.fleet.find(&**shared, key, route.asks_provider(), now).await {
                 // Revocations outlive restarts and reach replicas that never saw the message.
-                Ok(Lookup { revoked_until: Some(until), .. }) => {
+                Ok(Found::Revoked(until)) => {
                     let _ = self.local.revoke(key.digest(), until, now).await;
                     return Err(revoked());
                 }
-                Ok(Lookup { entry: Some(entry), .. }) if entry.is_usable_at(now) => {
-                    tracing::Span::current().record("tier", "l2");
+                Ok(Found::Entry { entry, waited }) => {
+                    tracing::Span::current().record("tier", if waited { "fleet_wait" } else { "l2" });
                     self.metrics.cache_lookup("l2", hit_kind(&entry));
+                    if waited {
+                        self.metrics.fleet_single_flight("answered_by_another");
+                    }
                     if let Some(identity) = entry.identity() {
                         self.remember_holder(key.digest(), holder, identity, now).await;
                     }
                     return Ok(entry);
                 }
-                Ok(_) => self.metrics.cache_lookup("l2", "miss"),
+                Ok(Found::Ask { leased: lease, took_over }) => {
+                    self.metrics.cache_lookup("l2", "miss");
+                    leased = lease;
+                    if lease {
+                        self.metrics.fleet_single_flight(if took_over { "took_over" } else { "led" });
+                    }
+                }
+                Ok(Found::GaveUp) => {
+                    self.metrics.fleet_single_flight("gave_up");
+                    return Err(ValidationError::unavailable(
+                        "another replica is asking the upstream about this token and has not answered in time",
+                        Some(Duration::from_secs(1)),
+                    ));
+                }
                 Err(_) => {} // counted and logged by the backend; carry on without it
             }
         }
@@ -185,8 +204,14 @@ impl IdentityService {
         let entry = match answer {
             Ok(vouched) => self.positive_entry(vouched, key, now).await,
             Err(ValidationError::Rejected(reason)) => self.policy.rejected(reason, now),
-            // Transient or operator trouble: remembered nowhere, the next request asks again.
-            Err(other) => return Err(other),
+            // Transient or operator trouble: remembered nowhere, the next request asks again,
+            // and a replica waiting for this one's answer may ask at once.
+            Err(other) => {
+                if let (true, Some(shared)) = (leased, &self.shared) {
+                    self.fleet.release(&**shared, key).await;
+                }
+                return Err(other);
+            }
         };
         match (entry.identity(), holder) {
             (Some(identity), Some(holder)) => {

@@ -14,6 +14,9 @@ pub struct CachePolicy {
     pub negative_ttl: Duration,
     /// Subtracted from a token's expiry, so no entry outlives the token on a skewed clock.
     pub expiry_leeway: Duration,
+    /// How long a replica may take to ask an upstream about one token before another one
+    /// takes over: one upstream call, connection included, and a margin.
+    pub upstream_lease: Duration,
 }
 
 impl CachePolicy {

@@ -25,6 +25,11 @@ impl Route {
         }
     }
 
+    /// Whether judging a token costs a call to the provider (a JWT is verified offline).
+    pub fn asks_provider(&self) -> bool {
+        matches!(self, Self::Opaque(_))
+    }
+
     pub async fn validate(&self, token: &SubjectToken, now: UnixTime) -> Result<Vouched, ValidationError> {
         match self {
             Self::Jwt(upstream) => upstream.validate(token, now).await,

@@ -8,7 +8,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub port: u16,
     pub log: String,
-    stdout: BufReader<ChildStdout>,
+    /// `None` once the output is drained in the background (see [`Self::drain_output`]).
+    stdout: Option<BufReader<ChildStdout>>,
 }
 
 impl ServerProcess {
@@ -30,13 +31,24 @@ impl ServerProcess {
                 break u16::try_from(port).unwrap();
             }
         };
-        Self { child, port, log, stdout }
+        Self { child, port, log, stdout: Some(stdout) }
     }
 
     /// Sends `signal` (a `kill` name such as `TERM` or `HUP`).
     pub fn signal(&self, signal: &str) {
         let sent = Command::new("sh").args(["-c", &format!("kill -{signal} {}", self.child.id())]).status().unwrap();
         assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// Reads and drops what the process writes from now on, so that a busy server never
+    /// blocks on a full pipe; [`Self::stop`] then returns only what was logged before.
+    pub fn drain_output(&mut self) {
+        if let Some(mut stdout) = self.stdout.take() {
+            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        }
+        if let Some(mut stderr) = self.child.stderr.take() {
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        }
     }
 
     /// Stops the process (SIGKILL when `graceful` is false) and returns everything it wrote,
@@ -47,8 +59,12 @@ impl ServerProcess {
         } else {
             self.child.kill().unwrap();
         }
-        self.stdout.read_to_string(&mut self.log).unwrap();
-        self.child.stderr.take().unwrap().read_to_string(&mut self.log).unwrap();
+        if let Some(stdout) = &mut self.stdout {
+            stdout.read_to_string(&mut self.log).unwrap();
+        }
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut self.log).unwrap();
+        }
         self.child.wait().unwrap();
         self.log
     }

@@ -25,7 +25,8 @@ pub use logging::init_test_log;
 pub use metrics::MetricsText;
 pub use poll::eventually;
 pub use storage::{
-    TestDatabase, postgres_admin_url, random_prefix, redis_connection, redis_keys, redis_url, sha256_hex,
+    TestDatabase, lease_key, postgres_admin_url, random_prefix, redis_connection, redis_keys, redis_url, sha256_hex,
+    test_kek_file,
 };
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -146,3 +146,8 @@ pub async fn redis_keys(pattern: &str) -> Vec<String> {
         cursor = next;
     }
 }
+
+/// Where a replica's lease on asking `upstream` about `token` lives (the fleet's single flight).
+pub fn lease_key(prefix: &str, upstream: &str, token: &str) -> String {
+    format!("{prefix}:v1:lease:{upstream}:{}", sha256_hex(token))
+}
