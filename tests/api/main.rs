@@ -28,5 +28,7 @@ mod private_key_jwt;
 mod rate_limits;
 mod reload;
 mod revocation;
+mod signed_answers;
 mod token_exchange;
 mod traces;
+mod upstream_discovery;
