@@ -12,6 +12,7 @@ use crate::demo::DemoOptions;
 use crate::keys::KeyRing;
 use crate::startup::Application;
 use crate::telemetry::{self, LogFormat};
+use crate::upstream::{Discovered, EndpointOrigin, UpstreamHttp};
 
 /// Exit status for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -38,6 +39,11 @@ enum Command {
     CheckConfig {
         #[arg(long, env = "TOKEN_EXCHANGE_CONFIG")]
         config: Option<PathBuf>,
+        /// Also fetch the metadata of every upstream that discovers an endpoint, print what it
+        /// names, and fail when a provider cannot be reached (exit 1) or its metadata
+        /// disagrees with the configuration (exit 2).
+        #[arg(long)]
+        online: bool,
     },
     /// Add a signing key: published at once, signing after `keys.publish_ahead`; the keys it
     /// replaces leave the JWKS once every token they signed has expired.
@@ -91,7 +97,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config, cli.log_format),
-        Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
+        Command::CheckConfig { config, online } => match Settings::load(config.as_deref()) {
+            Ok(settings) if online => check_online(&settings),
             Ok(_) => {
                 println!("configuration is valid");
                 ExitCode::SUCCESS
@@ -147,6 +154,55 @@ fn serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
             tracing::error!(error = format!("{error:#}"), "token-exchange stopped");
             custody_failure(&error)
         }
+    }
+}
+
+/// Asks each upstream's provider what it publishes and prints it; a provider that cannot be
+/// reached fails with exit 1, metadata that disagrees with the configuration with exit 2.
+fn check_online(settings: &Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return failure(&error),
+    };
+    let clock: crate::clock::SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
+    let http = match UpstreamHttp::new(&settings.upstream_http, crate::metrics::Metrics::new(), clock) {
+        Ok(http) => std::sync::Arc::new(http),
+        Err(error) => return failure(&error),
+    };
+    let mut exit = ExitCode::SUCCESS;
+    for upstream in &settings.upstreams {
+        match runtime.block_on(crate::upstream::check_online(upstream, http.clone())) {
+            Ok(discovered) => print_discovered(&upstream.name, &discovered),
+            Err(error) => {
+                eprintln!("error: upstream {:?} ({}): {error}", upstream.name, upstream.issuer);
+                let unreachable = matches!(error, crate::vocabulary::ValidationError::Unavailable { .. });
+                if exit == ExitCode::SUCCESS || !unreachable {
+                    exit = if unreachable { ExitCode::FAILURE } else { ExitCode::from(EXIT_BAD_CONFIG) };
+                }
+            }
+        }
+    }
+    if exit == ExitCode::SUCCESS {
+        println!("configuration is valid; every upstream's provider agrees with it");
+    }
+    exit
+}
+
+fn print_discovered(name: &str, discovered: &Discovered) {
+    match &discovered.metadata_location {
+        Some(location) => println!("upstream {name:?}: metadata at {location}"),
+        None => println!("upstream {name:?}: nothing to discover, every endpoint it calls is configured"),
+    }
+    for (member, url, origin) in &discovered.endpoints {
+        let origin = match origin {
+            EndpointOrigin::Configured => "configured",
+            EndpointOrigin::Discovered => "discovered",
+        };
+        println!("  {member}: {url} ({origin})");
+    }
+    for (member, algorithms) in &discovered.signing_algorithms {
+        let listed = if algorithms.is_empty() { "(not published)".to_owned() } else { algorithms.join(" ") };
+        println!("  {member}: {listed}");
     }
 }
 

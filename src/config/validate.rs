@@ -5,8 +5,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::{ConfigError, InvalidSetting, Settings};
+use super::{ConfigError, InvalidSetting, Settings, UpstreamSettings};
 use crate::keys::JWKS_MAX_AGE;
+use crate::upstream::{AnswerFormat, Endpoint};
 
 /// Claims we set ourselves; copying them from a subject token would let upstream data override
 /// our own decisions.
@@ -105,12 +106,12 @@ impl Settings {
                 Err(_) => fail(key("issuer"), "must be an absolute URL"),
             }
             let endpoints = [
-                ("jwks_uri", &upstream.jwks_uri),
-                ("introspection_endpoint", &upstream.introspection_endpoint),
-                ("userinfo_endpoint", &upstream.userinfo_endpoint),
+                ("jwks_uri", upstream.jwks_uri.as_ref()),
+                ("introspection_endpoint", upstream.introspection_endpoint.as_ref().and_then(Endpoint::configured)),
+                ("userinfo_endpoint", upstream.userinfo_endpoint.as_ref().and_then(Endpoint::configured)),
             ];
             for (field, url) in endpoints {
-                if url.as_ref().is_some_and(|url| !is_secure(url)) {
+                if url.is_some_and(|url| !is_secure(url)) {
                     fail(key(field), "must use https (plain http only on loopback)");
                 }
             }
@@ -139,6 +140,7 @@ impl Settings {
             if upstream.userinfo_ttl.is_zero() {
                 fail(key("userinfo_ttl"), "must be greater than zero");
             }
+            validate_answers_and_discovery(upstream, &key, fail);
             if upstream.default_for_opaque {
                 defaults += 1;
             }
@@ -216,13 +218,32 @@ fn check_issuer(issuer: &str, fail: &mut impl FnMut(String, &str)) {
 
 /// Tokens and client secrets cross this connection: TLS, except to this very machine.
 fn is_secure(url: &Url) -> bool {
-    let loopback = match url.host() {
-        Some(url::Host::Domain(name)) => name == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+    crate::upstream::is_secure_endpoint(url)
+}
+
+/// Signed answers need an endpoint to answer and, for userinfo, the `client_id` they are meant
+/// for; discovery needs an issuer metadata can be found under (RFC 8414 §2).
+fn validate_answers_and_discovery(
+    upstream: &UpstreamSettings,
+    key: &impl Fn(&str) -> String,
+    fail: &mut impl FnMut(String, &str),
+) {
+    if upstream.introspection_format == AnswerFormat::Jwt && upstream.introspection_endpoint.is_none() {
+        fail(key("introspection_format"), "\"jwt\" needs an introspection_endpoint");
+    }
+    if upstream.userinfo_format == AnswerFormat::Jwt && upstream.userinfo_endpoint.is_none() {
+        fail(key("userinfo_format"), "\"jwt\" needs a userinfo_endpoint");
+    }
+    if upstream.signs_userinfo() && upstream.client_id.is_none() {
+        fail(key("client_id"), "a signed userinfo answer must name client_id in aud: set it");
+    }
+    if upstream.metadata_max_age.is_zero() {
+        fail(key("metadata_max_age"), "must be greater than zero");
+    }
+    let findable = Url::parse(&upstream.issuer).is_ok_and(|url| url.query().is_none() && url.fragment().is_none());
+    if upstream.discovers() && !findable {
+        fail(key("issuer"), "must have no query or fragment for its metadata to be discovered (RFC 8414 §2)");
+    }
 }
 
 fn is_symmetric(alg: Algorithm) -> bool {

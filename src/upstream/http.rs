@@ -103,14 +103,40 @@ impl UpstreamHttp {
 
     /// Sends `request` and decodes a 2xx JSON body of at most the configured size, recording
     /// status and latency under `call`.
-    #[tracing::instrument(name = "upstream_call", skip_all, fields(upstream = call.upstream, kind = call.kind, status))]
     pub async fn send_json<T: DeserializeOwned>(
         &self,
         call: UpstreamCall<'_>,
         request: reqwest::RequestBuilder,
     ) -> Result<T, HttpFailure> {
+        let body = self.send(call, request, Answer::Json).await?;
+        // serde's message can quote the body; only its category goes into errors and logs.
+        serde_json::from_slice(&body)
+            .map_err(|e| HttpFailure::Body(format!("not the expected JSON ({:?})", e.classify())))
+    }
+
+    /// Sends `request` and returns the compact JWS of a 2xx answer of type `media_type`
+    /// (`application/jwt`, `application/token-introspection+jwt`), unverified: whoever asked
+    /// checks its signature.
+    pub async fn send_signed(
+        &self,
+        call: UpstreamCall<'_>,
+        request: reqwest::RequestBuilder,
+        media_type: &'static str,
+    ) -> Result<String, HttpFailure> {
+        let body = self.send(call, request, Answer::Signed(media_type)).await?;
+        let text = String::from_utf8(body).map_err(|_| HttpFailure::Body("a signed answer that is not text".into()))?;
+        Ok(text.trim().to_owned())
+    }
+
+    #[tracing::instrument(name = "upstream_call", skip_all, fields(upstream = call.upstream, kind = call.kind, status))]
+    async fn send(
+        &self,
+        call: UpstreamCall<'_>,
+        request: reqwest::RequestBuilder,
+        expected: Answer,
+    ) -> Result<Vec<u8>, HttpFailure> {
         let started = Stopwatch::start();
-        let result = self.fetch_body(request.headers(trace_context())).await;
+        let result = self.fetch_body(request.headers(trace_context()), expected).await;
         let status = match &result {
             Ok(_) => "2xx".to_owned(),
             Err(HttpFailure::Status(code)) => code.to_string(),
@@ -119,12 +145,10 @@ impl UpstreamHttp {
         };
         tracing::Span::current().record("status", status.as_str());
         self.metrics.upstream_request(call.upstream, call.kind, status, started.elapsed());
-        // serde's message can quote the body; only its category goes into errors and logs.
-        serde_json::from_slice(&result?)
-            .map_err(|e| HttpFailure::Body(format!("not the expected JSON ({:?})", e.classify())))
+        result
     }
 
-    async fn fetch_body(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, HttpFailure> {
+    async fn fetch_body(&self, request: reqwest::RequestBuilder, expected: Answer) -> Result<Vec<u8>, HttpFailure> {
         let transport =
             |e: reqwest::Error| HttpFailure::Unavailable { reason: UnavailableReason::of(&e), retry_after: None };
         let mut response = request.send().await.map_err(transport)?;
@@ -138,9 +162,7 @@ impl UpstreamHttp {
         if !status.is_success() {
             return Err(HttpFailure::Status(status.as_u16()));
         }
-        if is_signed_jwt(response.headers()) {
-            return Err(HttpFailure::Body("signed (application/jwt) responses are not supported".into()));
-        }
+        expected.check(response.headers())?;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > self.max_response_bytes {
@@ -174,11 +196,36 @@ fn trace_context() -> HeaderMap {
     headers.0
 }
 
-fn is_signed_jwt(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("application/jwt"))
+/// What kind of body a caller can use.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// JSON; a signed `application/jwt` answer is refused, as nobody asked for one.
+    Json,
+    /// A JWS of exactly this media type.
+    Signed(&'static str),
+}
+
+impl Answer {
+    fn check(self, headers: &HeaderMap) -> Result<(), HttpFailure> {
+        let media_type = media_type(headers);
+        match self {
+            Self::Json if media_type.as_deref() == Some("application/jwt") => {
+                Err(HttpFailure::Body("signed (application/jwt) responses are not supported".into()))
+            }
+            Self::Json => Ok(()),
+            Self::Signed(wanted) if media_type.as_deref() == Some(wanted) => Ok(()),
+            Self::Signed(wanted) => Err(HttpFailure::Body(format!(
+                "a signed answer ({wanted}) was required, the upstream answered {}",
+                media_type.as_deref().unwrap_or("without a Content-Type")
+            ))),
+        }
+    }
+}
+
+/// The `Content-Type` without its parameters, lower-cased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
 }
 
 /// The longest wait we pass on: an upstream's `Retry-After` is advice for us, not a lever

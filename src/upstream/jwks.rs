@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use super::http::{HttpFailure, UpstreamCall, UpstreamHttp};
+use super::metadata::{MetadataCache, MetadataEndpoint};
 use crate::clock::UnixTime;
 use crate::vocabulary::ValidationError;
 
@@ -47,7 +48,13 @@ impl KeySet {
 #[derive(Default)]
 struct RefreshState {
     last_fetch: Option<UnixTime>,
-    discovered_uri: Option<Url>,
+}
+
+/// Where the keys are published.
+enum JwksLocation {
+    Configured(Url),
+    /// The `jwks_uri` of the issuer's metadata.
+    Discovered(Arc<MetadataCache>),
 }
 
 /// An upstream's JWKS, fetched lazily, kept for `max_age`, refetched on an unknown `kid` at
@@ -55,7 +62,7 @@ struct RefreshState {
 pub struct JwksCache {
     upstream: String,
     issuer: String,
-    configured_uri: Option<Url>,
+    location: JwksLocation,
     http: Arc<UpstreamHttp>,
     max_age: Duration,
     cooldown: Duration,
@@ -68,13 +75,9 @@ struct RawJwks {
     keys: Vec<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: Url,
-}
-
 impl JwksCache {
+    /// Keys at `configured_uri`, or else where the issuer's metadata says (kept as long as the
+    /// keys are).
     pub fn new(
         upstream: String,
         issuer: String,
@@ -83,10 +86,48 @@ impl JwksCache {
         max_age: Duration,
         cooldown: Duration,
     ) -> Self {
+        let location = match configured_uri {
+            Some(uri) => JwksLocation::Configured(uri),
+            None => JwksLocation::Discovered(Arc::new(MetadataCache::new(
+                upstream.clone(),
+                issuer.clone(),
+                http.clone(),
+                max_age,
+                cooldown,
+            ))),
+        };
+        Self::at(upstream, issuer, location, http, max_age, cooldown)
+    }
+
+    /// Keys at `configured_uri`, or else where `metadata` (the issuer's) says.
+    pub fn with_metadata(
+        upstream: String,
+        issuer: String,
+        configured_uri: Option<Url>,
+        metadata: Arc<MetadataCache>,
+        http: Arc<UpstreamHttp>,
+        max_age: Duration,
+        cooldown: Duration,
+    ) -> Self {
+        let location = match configured_uri {
+            Some(uri) => JwksLocation::Configured(uri),
+            None => JwksLocation::Discovered(metadata),
+        };
+        Self::at(upstream, issuer, location, http, max_age, cooldown)
+    }
+
+    fn at(
+        upstream: String,
+        issuer: String,
+        location: JwksLocation,
+        http: Arc<UpstreamHttp>,
+        max_age: Duration,
+        cooldown: Duration,
+    ) -> Self {
         Self {
             upstream,
             issuer,
-            configured_uri,
+            location,
             http,
             max_age,
             cooldown,
@@ -140,7 +181,7 @@ impl JwksCache {
             };
         }
         refresh.last_fetch = Some(now);
-        match self.fetch(&mut refresh, now).await {
+        match self.fetch(now).await {
             Ok(set) => {
                 let set = Arc::new(set);
                 if let Ok(mut guard) = self.current.write() {
@@ -153,14 +194,10 @@ impl JwksCache {
         }
     }
 
-    async fn fetch(&self, refresh: &mut RefreshState, now: UnixTime) -> Result<KeySet, ValidationError> {
-        let uri = match (&self.configured_uri, &refresh.discovered_uri) {
-            (Some(uri), _) | (None, Some(uri)) => uri.clone(),
-            (None, None) => {
-                let uri = self.discover().await?;
-                refresh.discovered_uri = Some(uri.clone());
-                uri
-            }
+    async fn fetch(&self, now: UnixTime) -> Result<KeySet, ValidationError> {
+        let uri = match &self.location {
+            JwksLocation::Configured(uri) => uri.clone(),
+            JwksLocation::Discovered(metadata) => metadata.get(now).await?.endpoint(MetadataEndpoint::Jwks)?,
         };
         let raw: RawJwks =
             self.http.send_json(self.call("jwks"), self.http.client().get(uri)).await.map_err(jwks_failure)?;
@@ -174,17 +211,6 @@ impl JwksCache {
 
     fn call(&self, kind: &'static str) -> UpstreamCall<'_> {
         UpstreamCall { upstream: &self.upstream, kind }
-    }
-
-    /// OpenID Connect Discovery 1.0 §4: the document must name the very issuer we asked about.
-    async fn discover(&self) -> Result<Url, ValidationError> {
-        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
-        let document: Discovery =
-            self.http.send_json(self.call("discovery"), self.http.client().get(url)).await.map_err(jwks_failure)?;
-        if document.issuer != self.issuer {
-            return Err(ValidationError::Misconfigured("discovery document names another issuer".into()));
-        }
-        Ok(document.jwks_uri)
     }
 }
 

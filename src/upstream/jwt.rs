@@ -8,6 +8,7 @@ use jsonwebtoken::{Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
 use super::jwks::JwksCache;
+use super::metadata::MetadataCache;
 use super::{UpstreamHttp, UpstreamSettings};
 use crate::clock::UnixTime;
 use crate::vocabulary::{SubjectToken, ValidatedIdentity, ValidationError, Vouched, retain_claims, scopes_from_claims};
@@ -77,10 +78,18 @@ pub fn unverified_claims(token: &SubjectToken) -> Option<UnverifiedClaims> {
 
 impl JwtUpstream {
     pub fn new(settings: &UpstreamSettings, retained_claims: &[String], http: Arc<UpstreamHttp>) -> Self {
-        let jwks = JwksCache::new(
+        let metadata = MetadataCache::new(
+            settings.name.clone(),
+            settings.issuer.clone(),
+            http.clone(),
+            settings.metadata_max_age,
+            settings.jwks_refetch_cooldown,
+        );
+        let jwks = JwksCache::with_metadata(
             settings.name.clone(),
             settings.issuer.clone(),
             settings.jwks_uri.clone(),
+            Arc::new(metadata),
             http,
             settings.jwks_max_age,
             settings.jwks_refetch_cooldown,
@@ -201,7 +210,7 @@ pub(super) fn check_client(allowed: &[String], client: Option<&str>) -> Result<(
     }
 }
 
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<UnixTime> {
+pub(super) fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<UnixTime> {
     match claims.get(name)? {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map(UnixTime::from_secs),
         _ => None,

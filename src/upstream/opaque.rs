@@ -1,5 +1,6 @@
 //! Opaque access tokens: RFC 7662 introspection for validity and expiry, OIDC userinfo
-//! (Core §5.3) for profile claims or as the only check, in that order.
+//! (Core §5.3) for profile claims or as the only check, in that order. Either may answer in
+//! plain JSON or signed (RFC 9701, OIDC Core §5.3.2), at an endpoint configured or discovered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,11 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::http::{HttpFailure, UpstreamCall};
+use super::jwks::JwksCache;
 use super::jwt::check_client;
+use super::metadata::{MetadataCache, MetadataEndpoint};
+use super::settings::{AnswerFormat, Endpoint};
+use super::signed::{AnswerVerifier, SignedAnswer};
 use super::{UpstreamClientAuth, UpstreamHttp, UpstreamSettings};
 use crate::clock::UnixTime;
 use crate::vocabulary::{ClientSecret, SubjectToken, ValidatedIdentity, ValidationError, Vouched, retain_claims};
@@ -31,10 +36,18 @@ impl oauth2::ExtraTokenFields for ExtraMembers {}
 type IntrospectionResponse = StandardTokenIntrospectionResponse<ExtraMembers, BasicTokenType>;
 
 struct Introspection {
-    endpoint: Url,
+    endpoint: Endpoint,
     client_id: String,
     client_secret: ClientSecret,
     auth: UpstreamClientAuth,
+    /// Set when the answer must be an RFC 9701 JWT.
+    signed_by: Option<Arc<AnswerVerifier>>,
+}
+
+struct Userinfo {
+    endpoint: Endpoint,
+    /// Set when the answer must be a signed JWT.
+    signed_by: Option<Arc<AnswerVerifier>>,
 }
 
 /// An upstream that validates opaque tokens by asking the provider about each one.
@@ -42,7 +55,9 @@ pub struct OpaqueUpstream {
     name: Arc<str>,
     issuer: String,
     introspection: Option<Introspection>,
-    userinfo: Option<Url>,
+    userinfo: Option<Userinfo>,
+    /// The provider's metadata, for endpoints written as `"discover"` and the signing keys.
+    metadata: Arc<MetadataCache>,
     userinfo_ttl: Duration,
     token_lifetime: Option<Duration>,
     leeway: Duration,
@@ -60,20 +75,36 @@ impl OpaqueUpstream {
         retained_claims: &[String],
         http: Arc<UpstreamHttp>,
     ) -> Option<Self> {
+        if settings.introspection_endpoint.is_none() && settings.userinfo_endpoint.is_none() {
+            return None;
+        }
+        let metadata = Arc::new(MetadataCache::new(
+            settings.name.clone(),
+            settings.issuer.clone(),
+            http.clone(),
+            settings.metadata_max_age,
+            settings.jwks_refetch_cooldown,
+        ));
+        let verifier = (settings.signs_introspection() || settings.signs_userinfo())
+            .then(|| Arc::new(answer_verifier(settings, &metadata, &http)));
+        let signed_by = |format: AnswerFormat| verifier.clone().filter(|_| format == AnswerFormat::Jwt);
         let introspection = settings.introspection_endpoint.clone().map(|endpoint| Introspection {
             endpoint,
             client_id: settings.client_id.clone().unwrap_or_default(),
             client_secret: settings.client_secret.clone().unwrap_or_default(),
             auth: settings.client_auth_method,
+            signed_by: signed_by(settings.introspection_format),
         });
-        if introspection.is_none() && settings.userinfo_endpoint.is_none() {
-            return None;
-        }
+        let userinfo = settings
+            .userinfo_endpoint
+            .clone()
+            .map(|endpoint| Userinfo { endpoint, signed_by: signed_by(settings.userinfo_format) });
         Some(Self {
             name: settings.name.as_str().into(),
             issuer: settings.issuer.clone(),
             introspection,
-            userinfo: settings.userinfo_endpoint.clone(),
+            userinfo,
+            metadata,
             userinfo_ttl: settings.userinfo_ttl,
             token_lifetime: settings.token_lifetime,
             leeway: settings.leeway,
@@ -98,8 +129,8 @@ impl OpaqueUpstream {
         if let Some(introspection) = &self.introspection {
             known = self.introspect(introspection, token, now).await?;
         }
-        if let Some(endpoint) = &self.userinfo {
-            let profile = self.userinfo(endpoint, token).await?;
+        if let Some(userinfo) = &self.userinfo {
+            let profile = self.userinfo(userinfo, token, now).await?;
             known.merge_userinfo(profile)?;
         }
         let subject = known.subject.ok_or_else(|| ValidationError::rejected("the upstream named no subject"))?;
@@ -130,8 +161,13 @@ impl OpaqueUpstream {
         token: &SubjectToken,
         now: UnixTime,
     ) -> Result<Known, ValidationError> {
+        let endpoint = self.endpoint(&introspection.endpoint, MetadataEndpoint::Introspection, now).await?;
+        let accept = match introspection.signed_by {
+            Some(_) => SignedAnswer::Introspection.media_type(),
+            None => "application/json",
+        };
         let mut form = vec![("token", token.expose_secret()), ("token_type_hint", "access_token")];
-        let mut request = self.http.client().post(introspection.endpoint.clone()).header("Accept", "application/json");
+        let mut request = self.http.client().post(endpoint).header("Accept", accept);
         match introspection.auth {
             UpstreamClientAuth::ClientSecretBasic => {
                 request = request.header(
@@ -145,15 +181,15 @@ impl OpaqueUpstream {
             }
         }
         let call = UpstreamCall { upstream: &self.name, kind: "introspection" };
-        let raw: Value = self.http.send_json(call, request.form(&form)).await.map_err(|failure| match failure {
-            HttpFailure::Status(401 | 403) => {
-                ValidationError::Misconfigured("introspection refused our client credentials".into())
+        let request = request.form(&form);
+        let raw: Value = match &introspection.signed_by {
+            None => self.http.send_json(call, request).await.map_err(introspection_failure)?,
+            Some(verifier) => {
+                let answer = SignedAnswer::Introspection;
+                let jws = self.http.send_signed(call, request, answer.media_type()).await;
+                Value::Object(verifier.verify(answer, &jws.map_err(introspection_failure)?, now).await?)
             }
-            HttpFailure::Status(413 | 414 | 431) => ValidationError::rejected(TOO_LARGE_FOR_UPSTREAM),
-            // RFC 7662 §2.3 answers 200 for bad tokens, yet some providers answer 400 about one.
-            HttpFailure::Status(400) => ValidationError::rejected("introspection refused the token"),
-            other => other.into_verdict("introspection"),
-        })?;
+        };
         let not_an_access_token = refresh_or_offline_kind(&raw);
         // RFC 7662 §2.2: only the JSON boolean `true` means active; anything else is not.
         let response: IntrospectionResponse = serde_json::from_value(raw)
@@ -200,21 +236,87 @@ impl OpaqueUpstream {
         }
     }
 
-    async fn userinfo(&self, endpoint: &Url, token: &SubjectToken) -> Result<Map<String, Value>, ValidationError> {
-        let request = self
-            .http
-            .client()
-            .get(endpoint.clone())
-            .bearer_auth(token.expose_secret())
-            .header("Accept", "application/json");
+    async fn userinfo(
+        &self,
+        userinfo: &Userinfo,
+        token: &SubjectToken,
+        now: UnixTime,
+    ) -> Result<Map<String, Value>, ValidationError> {
+        let endpoint = self.endpoint(&userinfo.endpoint, MetadataEndpoint::Userinfo, now).await?;
+        let accept = match userinfo.signed_by {
+            Some(_) => SignedAnswer::Userinfo.media_type(),
+            None => "application/json",
+        };
+        let request = self.http.client().get(endpoint).bearer_auth(token.expose_secret()).header("Accept", accept);
         let call = UpstreamCall { upstream: &self.name, kind: "userinfo" };
-        self.http.send_json(call, request).await.map_err(|failure| match failure {
-            // OIDC Core §5.3.3 with RFC 6750 §3.1: 401 (invalid_token), 403 (insufficient_scope)
-            // and 400 (invalid_request) all say the token cannot be used: a verdict on the token.
-            HttpFailure::Status(400 | 401 | 403) => ValidationError::rejected("userinfo refused the token"),
-            HttpFailure::Status(413 | 414 | 431) => ValidationError::rejected(TOO_LARGE_FOR_UPSTREAM),
-            other => other.into_verdict("userinfo"),
-        })
+        match &userinfo.signed_by {
+            None => self.http.send_json(call, request).await.map_err(userinfo_failure),
+            Some(verifier) => {
+                let answer = SignedAnswer::Userinfo;
+                let jws = self.http.send_signed(call, request, answer.media_type()).await;
+                verifier.verify(answer, &jws.map_err(userinfo_failure)?, now).await
+            }
+        }
+    }
+
+    /// Where to call: the configured URL, or the one the provider's metadata names.
+    async fn endpoint(
+        &self,
+        endpoint: &Endpoint,
+        which: MetadataEndpoint,
+        now: UnixTime,
+    ) -> Result<Url, ValidationError> {
+        match endpoint {
+            Endpoint::At(url) => Ok(url.clone()),
+            Endpoint::Discover => self.metadata.get(now).await?.endpoint(which),
+        }
+    }
+}
+
+/// Verifies signed answers with the upstream's keys (its `jwks_uri`, else the metadata's): they
+/// must come from its issuer and be meant for our `client_id` there.
+fn answer_verifier(
+    settings: &UpstreamSettings,
+    metadata: &Arc<MetadataCache>,
+    http: &Arc<UpstreamHttp>,
+) -> AnswerVerifier {
+    let keys = JwksCache::with_metadata(
+        settings.name.clone(),
+        settings.issuer.clone(),
+        settings.jwks_uri.clone(),
+        metadata.clone(),
+        http.clone(),
+        settings.jwks_max_age,
+        settings.jwks_refetch_cooldown,
+    );
+    AnswerVerifier::new(
+        settings.issuer.clone(),
+        settings.client_id.clone().unwrap_or_default(),
+        settings.algorithms.clone(),
+        settings.leeway,
+        keys,
+    )
+}
+
+fn introspection_failure(failure: HttpFailure) -> ValidationError {
+    match failure {
+        HttpFailure::Status(401 | 403) => {
+            ValidationError::Misconfigured("introspection refused our client credentials".into())
+        }
+        HttpFailure::Status(413 | 414 | 431) => ValidationError::rejected(TOO_LARGE_FOR_UPSTREAM),
+        // RFC 7662 §2.3 answers 200 for bad tokens, yet some providers answer 400 about one.
+        HttpFailure::Status(400) => ValidationError::rejected("introspection refused the token"),
+        other => other.into_verdict("introspection"),
+    }
+}
+
+fn userinfo_failure(failure: HttpFailure) -> ValidationError {
+    match failure {
+        // OIDC Core §5.3.3 with RFC 6750 §3.1: 401 (invalid_token), 403 (insufficient_scope)
+        // and 400 (invalid_request) all say the token cannot be used: a verdict on the token.
+        HttpFailure::Status(400 | 401 | 403) => ValidationError::rejected("userinfo refused the token"),
+        HttpFailure::Status(413 | 414 | 431) => ValidationError::rejected(TOO_LARGE_FOR_UPSTREAM),
+        other => other.into_verdict("userinfo"),
     }
 }
 

@@ -15,7 +15,7 @@ pub struct UpstreamSettings {
     pub name: String,
     /// Exact `iss` of the subject tokens this upstream issues.
     pub issuer: String,
-    /// JWKS location; discovered from the issuer's OpenID configuration when absent.
+    /// JWKS location; discovered from the issuer's metadata when absent.
     #[serde(default)]
     pub jwks_uri: Option<Url>,
     /// Accepted `aud` values of JWT subject tokens (at least one must match).
@@ -33,12 +33,21 @@ pub struct UpstreamSettings {
     /// How long a fetched JWKS is used before it is fetched again.
     #[serde(default = "default_jwks_max_age", with = "crate::clock::written")]
     pub jwks_max_age: Duration,
-    /// RFC 7662 introspection endpoint for opaque tokens.
+    /// RFC 7662 introspection endpoint for opaque tokens, or `"discover"`.
     #[serde(default)]
-    pub introspection_endpoint: Option<Url>,
-    /// OIDC userinfo endpoint for opaque tokens.
+    pub introspection_endpoint: Option<Endpoint>,
+    /// OIDC userinfo endpoint for opaque tokens, or `"discover"`.
     #[serde(default)]
-    pub userinfo_endpoint: Option<Url>,
+    pub userinfo_endpoint: Option<Endpoint>,
+    /// Whether introspection answers plain JSON or an RFC 9701 signed JWT.
+    #[serde(default)]
+    pub introspection_format: AnswerFormat,
+    /// Whether userinfo answers plain JSON or a signed JWT (OIDC Core §5.3.2).
+    #[serde(default)]
+    pub userinfo_format: AnswerFormat,
+    /// How long discovered provider metadata is used before it is fetched again.
+    #[serde(default = "default_metadata_max_age", with = "crate::clock::written")]
+    pub metadata_max_age: Duration,
     /// Credentials we present to the introspection endpoint.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -62,6 +71,72 @@ pub struct UpstreamSettings {
     /// When not empty, only tokens issued to these OAuth clients (`client_id`, else `azp`).
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+}
+
+/// Where an endpoint is: written in the configuration, or read from the provider's metadata
+/// (OpenID Connect Discovery, else RFC 8414) when written as `"discover"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Endpoint {
+    At(Url),
+    Discover,
+}
+
+impl Endpoint {
+    pub fn configured(&self) -> Option<&Url> {
+        match self {
+            Self::At(url) => Some(url),
+            Self::Discover => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = url::ParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "discover" { Ok(Self::Discover) } else { text.parse().map(Self::At) }
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse().map_err(|error| format!("neither \"discover\" nor an absolute URL ({error})"))
+    }
+}
+
+/// How an upstream answers about a token: plain JSON, or a JWS signed with its keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerFormat {
+    #[default]
+    Json,
+    Jwt,
+}
+
+impl UpstreamSettings {
+    /// Whether any of this upstream's endpoints is to be read from the provider's metadata.
+    pub fn discovers(&self) -> bool {
+        let discovered = |endpoint: &Option<Endpoint>| matches!(endpoint, Some(Endpoint::Discover));
+        discovered(&self.introspection_endpoint)
+            || discovered(&self.userinfo_endpoint)
+            || (self.jwks_uri.is_none() && self.needs_keys())
+    }
+
+    /// Whether this upstream's signing keys are needed: for JWT subject tokens or signed answers.
+    pub fn needs_keys(&self) -> bool {
+        !self.audiences.is_empty() || self.signs_introspection() || self.signs_userinfo()
+    }
+
+    pub fn signs_introspection(&self) -> bool {
+        self.introspection_endpoint.is_some() && self.introspection_format == AnswerFormat::Jwt
+    }
+
+    pub fn signs_userinfo(&self) -> bool {
+        self.userinfo_endpoint.is_some() && self.userinfo_format == AnswerFormat::Jwt
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -102,6 +177,9 @@ fn default_jwks_cooldown() -> Duration {
     Duration::from_secs(30)
 }
 fn default_jwks_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_metadata_max_age() -> Duration {
     Duration::from_secs(3600)
 }
 fn default_userinfo_ttl() -> Duration {

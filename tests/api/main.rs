@@ -30,6 +30,8 @@ mod private_key_jwt;
 mod rate_limits;
 mod reload;
 mod revocation;
+mod signed_answers;
 mod three_replicas;
 mod token_exchange;
 mod traces;
+mod upstream_discovery;

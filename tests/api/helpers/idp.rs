@@ -1,10 +1,11 @@
 //! A wiremock identity provider: it publishes a JWKS, signs subject tokens and answers
-//! introspection and userinfo calls the way a test tells it to.
+//! introspection and userinfo calls the way a test tells it to, in JSON or signed (RFC 9701,
+//! OIDC signed userinfo), and publishes metadata documents where a test puts them.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use token_exchange::config::UpstreamSettings;
+use token_exchange::config::{AnswerFormat, UpstreamSettings};
 use token_exchange::keys::{SigningAlgorithm, SigningKey};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -190,5 +191,82 @@ impl FakeIdp {
 
     pub async fn userinfo_calls(&self) -> usize {
         self.requests_to(USERINFO_PATH).await
+    }
+
+    /// An opaque upstream `name` whose introspection and/or userinfo answers are signed JWTs,
+    /// checked with this server's JWKS.
+    pub fn signed_settings(&self, name: &str, introspection: bool, userinfo: bool) -> UpstreamSettings {
+        let mut settings = self.opaque_settings(name, introspection, userinfo);
+        settings.jwks_uri = Some(format!("{}{JWKS_PATH}", self.issuer()).parse().unwrap());
+        if introspection {
+            settings.introspection_format = AnswerFormat::Jwt;
+        }
+        if userinfo {
+            settings.userinfo_format = AnswerFormat::Jwt;
+        }
+        settings
+    }
+
+    /// An RFC 9701 answer signed with the current key: `iss`, `aud`, `iat`, and the RFC 7662
+    /// `members` in `token_introspection`.
+    pub fn signed_introspection(&self, issuer: &str, audience: &str, iat: i64, members: Value) -> String {
+        let header = json!({"alg": "RS256", "typ": "token-introspection+jwt", "kid": self.current_key().kid()});
+        let claims = json!({"iss": issuer, "aud": audience, "iat": iat, "token_introspection": members});
+        self.current_key().sign_raw(&header, &claims)
+    }
+
+    /// A signed userinfo answer (OIDC Core §5.3.2): the `profile` members with `iss`, `aud`, `iat`.
+    pub fn signed_userinfo(&self, issuer: &str, audience: &str, iat: i64, profile: Value) -> String {
+        let mut claims = json!({"iss": issuer, "aud": audience, "iat": iat});
+        merge(&mut claims, profile);
+        self.current_key().sign(&claims)
+    }
+
+    /// Introspection answers `jws` (as `application/token-introspection+jwt`) for `token`, to a
+    /// request that asks for exactly that.
+    pub async fn introspection_answers_signed(&self, token: &str, jws: &str) {
+        let media_type = "application/token-introspection+jwt";
+        Mock::given(method("POST"))
+            .and(path(INTROSPECT_PATH))
+            .and(header("accept", media_type))
+            .and(body_string_contains(format!("token={token}&")))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(jws.to_owned(), media_type))
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Userinfo answers `jws` (as `application/jwt`) for `token`, to a request that asks for it.
+    pub async fn userinfo_answers_signed(&self, token: &str, jws: &str) {
+        Mock::given(method("GET"))
+            .and(path(USERINFO_PATH))
+            .and(header("accept", "application/jwt"))
+            .and(header("authorization", format!("Bearer {token}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(jws.to_owned(), "application/jwt"))
+            .mount(&self.server)
+            .await;
+    }
+
+    /// The metadata of a provider whose issuer is `issuer` and whose endpoints are this
+    /// server's, with the signing algorithms an oidc-provider publishes.
+    pub fn metadata_document(&self, issuer: &str) -> Value {
+        let base = self.issuer();
+        json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{base}{JWKS_PATH}"),
+            "introspection_endpoint": format!("{base}{INTROSPECT_PATH}"),
+            "userinfo_endpoint": format!("{base}{USERINFO_PATH}"),
+            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+            "introspection_signing_alg_values_supported": ["RS256"],
+            "userinfo_signing_alg_values_supported": ["RS256"],
+        })
+    }
+
+    /// Serves `response` at `at` (a well-known path such as `/opaque/.well-known/openid-configuration`).
+    pub async fn metadata_answers(&self, at: &str, response: ResponseTemplate) {
+        Mock::given(method("GET")).and(path(at)).respond_with(response).mount(&self.server).await;
+    }
+
+    pub async fn publish_metadata(&self, at: &str, document: Value) {
+        self.metadata_answers(at, ResponseTemplate::new(200).set_body_json(document)).await;
     }
 }
