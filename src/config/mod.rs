@@ -16,7 +16,7 @@ use crate::keys::{CustodyError, JWKS_MAX_AGE, KeyCustody, SigningAlgorithm, deco
 pub use crate::rate_limit::{Rate, RateLimitSettings};
 pub use crate::storage::StorageSettings;
 pub use crate::telemetry::TelemetrySettings;
-pub use crate::upstream::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};
+pub use crate::upstream::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings};
 
 mod validate;
 

@@ -12,4 +12,4 @@ pub use http::UpstreamHttp;
 pub use jwks::{JwksCache, StaticJwks, UpstreamKey};
 pub use jwt::{JwtUpstream, unverified_claims};
 pub use opaque::OpaqueUpstream;
-pub use settings::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};
+pub use settings::{UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings};
