@@ -30,3 +30,4 @@ mod reload;
 mod revocation;
 mod token_exchange;
 mod traces;
+mod upstream_protection;
