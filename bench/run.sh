@@ -35,6 +35,9 @@ reuse_minted = ${BENCH_REUSE_MINTED:-true}
 [cache]
 redis_url = "redis://127.0.0.1:6379"
 redis_prefix = "te-bench-$$"
+[rate_limits]
+# Phase (c) presents a token never seen before on every request, on purpose.
+first_sight_per_client = "off"
 [[upstreams]]
 name = "idp"
 issuer = "http://127.0.0.1:$IDP_PORT"

@@ -124,6 +124,41 @@ impl Metrics {
         });
     }
 
+    /// The circuit breaker of an upstream: 0 closed, 1 half-open (one probe out), 2 open.
+    pub fn upstream_breaker_state(&self, upstream: &str, state: f64) {
+        let upstream = upstream.to_owned();
+        self.record(|| metrics::gauge!("token_exchange_upstream_breaker_state", "upstream" => upstream).set(state));
+    }
+
+    /// A call to an upstream refused before it was made: `reason` is `breaker_open` or
+    /// `concurrency_limit`. `count` 0 exports the series before the first refusal.
+    pub fn upstream_calls_refused(&self, upstream: &str, reason: &'static str, count: u64) {
+        let upstream = upstream.to_owned();
+        self.record(|| {
+            metrics::counter!("token_exchange_upstream_calls_refused_total", "upstream" => upstream, "reason" => reason)
+                .increment(count);
+        });
+    }
+
+    /// Calls to an upstream under way: `change` is +1 when one starts, -1 when it ends, and
+    /// 0 exports the series.
+    pub fn upstream_calls_in_flight(&self, upstream: &str, change: f64) {
+        let upstream = upstream.to_owned();
+        self.record(|| {
+            metrics::gauge!("token_exchange_upstream_calls_in_flight", "upstream" => upstream).increment(change)
+        });
+    }
+
+    /// A request refused because its client spent its budget of upstream calls for tokens
+    /// never seen before. Only authenticated client ids become label values; `count` 0
+    /// exports the series of a client before its first refusal.
+    pub fn first_sight_refusals(&self, client: &str, count: u64) {
+        let client = client.to_owned();
+        self.record(|| {
+            metrics::counter!("token_exchange_first_sight_refusals_total", "client" => client).increment(count);
+        });
+    }
+
     pub fn redis_error(&self, operation: &'static str) {
         self.record(|| {
             metrics::counter!("token_exchange_redis_errors_total", "operation" => operation).increment(1);

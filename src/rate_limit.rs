@@ -7,6 +7,10 @@
 //! peer): it counts every failure of a peer whatever client id it names, and once the peer is
 //! over it, the peer's next requests are refused before any secret is verified (no argon2).
 //!
+//! `first_sight_per_client` is configured here and spent in `identity::protection`, the one
+//! place that knows when a request turns into an upstream call; that budget runs on the app's
+//! clock, since it guards calls and not request rates.
+//!
 //! Time: governor reads its own monotonic clock (quanta), not the application's [`Clock`].
 //! A rate limiter measures real elapsed time between requests, which a pinned test clock
 //! must not stop; only the clean-up timer ([`RateLimits::maintain`]) runs on the app's clock.
@@ -43,6 +47,10 @@ pub struct RateLimitSettings {
     /// Failed client authentications (`invalid_client`) per peer address on `/token` and
     /// `/revoke`, whatever client id they name; over it, the peer is answered 429 at once.
     pub unauthenticated_failures_per_peer: Rate,
+    /// Upstream calls a client may cause for tokens no cache knows (`identity` spends it;
+    /// forward-auth spends the route's client's); over it, 429 `slow_down`. The bucket holds
+    /// the rate's count, and it refills on the app's clock.
+    pub first_sight_per_client: Rate,
 }
 
 impl Default for RateLimitSettings {
@@ -54,6 +62,7 @@ impl Default for RateLimitSettings {
             forward_auth_per_peer: Rate::new(200_000, Duration::from_secs(1)),
             forward_auth_burst: None,
             unauthenticated_failures_per_peer: Rate::new(100, Duration::from_secs(60)),
+            first_sight_per_client: Rate::new(600, Duration::from_secs(60)),
         }
     }
 }
@@ -72,6 +81,7 @@ impl RateLimitSettings {
             ("revoke_per_client", self.revoke_per_client),
             ("forward_auth_per_peer", self.forward_auth_per_peer),
             ("unauthenticated_failures_per_peer", self.unauthenticated_failures_per_peer),
+            ("first_sight_per_client", self.first_sight_per_client),
         ] {
             if rate.count > 0 && rate.quota(None).is_none() {
                 problems.push((key, "is more than one request per nanosecond"));
@@ -97,7 +107,7 @@ impl Rate {
 
     /// The governor quota: one request back every `per / count`, `burst` (default `count`) at
     /// once. None when off (or finer than a nanosecond).
-    fn quota(self, burst: Option<u32>) -> Option<Quota> {
+    pub fn quota(self, burst: Option<u32>) -> Option<Quota> {
         let count = NonZeroU32::new(self.count)?;
         let burst = burst.and_then(NonZeroU32::new).unwrap_or(count);
         Some(Quota::with_period(self.per / count.get())?.allow_burst(burst))

@@ -18,7 +18,7 @@ use crate::config::{ForwardAuthSettings, Settings};
 use crate::exchange::ExchangeService;
 use crate::gateway::ForwardAuth;
 use crate::http;
-use crate::identity::{IdentityService, Routes};
+use crate::identity::{IdentityService, Protection, Routes};
 use crate::keys::KeyRing;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -224,6 +224,7 @@ impl Reloader {
             needs_restart: running.fixed_differences(&settings),
         };
         self.state.clients.replace(client_registry(&next, &self.http)?);
+        self.state.identities.protection().configure(&next.upstreams);
         self.state.identities.reconfigure(upstream_routes(&next, &self.http), &reloaded.changed_upstreams).await;
         self.state.forward_auth.reconfigure(&next.forward_auth);
         self.state.metadata.replace(ServerMetadata::new(&next.server.issuer, supported_scopes(&next)));
@@ -243,14 +244,18 @@ impl Reloader {
 }
 
 /// Upstreams whose verdicts no longer hold: settings changed, gone, or the kept claims changed.
+/// `protection` bounds how an upstream is asked, not what it answered: it keeps the verdicts.
 fn changed_upstreams(running: &Settings, next: &Settings) -> Vec<String> {
     let claims_changed = running.tokens.claims != next.tokens.claims;
+    let verdict_settings = |u: &crate::upstream::UpstreamSettings| {
+        format!("{:?}", crate::upstream::UpstreamSettings { protection: Default::default(), ..u.clone() })
+    };
     running
         .upstreams
         .iter()
         .filter(|old| {
             let new = next.upstreams.iter().find(|u| u.name == old.name);
-            claims_changed || new.is_none_or(|new| format!("{new:?}") != format!("{old:?}"))
+            claims_changed || new.is_none_or(|new| verdict_settings(new) != verdict_settings(old))
         })
         .map(|old| old.name.clone())
         .collect()
@@ -341,12 +346,19 @@ fn identity_service(
         Some(redis) => {
             let cache =
                 RedisCache::new(&redis, clock.clone(), metrics.clone()).context("configuring the Redis cache")?;
-            tokio::spawn(RedisCache::follow_invalidations(redis.url, cache.channel(), local.clone(), clock));
+            tokio::spawn(RedisCache::follow_invalidations(redis.url, cache.channel(), local.clone(), clock.clone()));
             Some(Arc::new(cache))
         }
         None => None,
     };
-    Ok(IdentityService::new(routes, local, shared, settings.cache_policy(), metrics))
+    let budget = settings.rate_limits.first_sight_per_client.quota(None);
+    if budget.is_some() {
+        for client in &settings.clients {
+            metrics.first_sight_refusals(&client.client_id, 0);
+        }
+    }
+    let protection = Protection::new(&settings.upstreams, budget, clock, metrics.clone());
+    Ok(IdentityService::new(routes, local, shared, settings.cache_policy(), metrics, protection))
 }
 
 /// Graceful shutdown on SIGTERM or SIGINT: stop accepting, let in-flight requests finish.

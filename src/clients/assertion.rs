@@ -109,6 +109,8 @@ impl ClientKeys {
             ValidationError::Misconfigured(_) => {
                 OAuthError::unavailable_because("the client's JWKS is unusable", Some(JWKS_COOLDOWN), error)
             }
+            // A JWKS cache spends no budget; should one ever, the client waits like any other.
+            ValidationError::OverBudget { retry_after } => OAuthError::TooManyUnknownTokens { retry_after },
         })
     }
 

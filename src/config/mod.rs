@@ -19,7 +19,9 @@ const LEASE_MARGIN: Duration = Duration::from_millis(500);
 pub use crate::rate_limit::{Rate, RateLimitSettings};
 pub use crate::storage::StorageSettings;
 pub use crate::telemetry::TelemetrySettings;
-pub use crate::upstream::{AnswerFormat, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};
+pub use crate::upstream::{
+    AnswerFormat, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings,
+};
 
 mod validate;
 

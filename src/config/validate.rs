@@ -141,6 +141,7 @@ impl Settings {
                 fail(key("userinfo_ttl"), "must be greater than zero");
             }
             validate_answers_and_discovery(upstream, &key, fail);
+            check_protection(&upstream.protection, &|field| key(&format!("protection.{field}")), fail);
             if upstream.default_for_opaque {
                 defaults += 1;
             }
@@ -198,6 +199,24 @@ impl Settings {
                 fail(key("hosts"), "holds a value that is not a host name or *.domain");
             }
         }
+    }
+}
+
+/// The longest a call may wait for a free slot: a queue smooths a burst, it holds no backlog.
+const LONGEST_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[upstreams.protection]`: a breaker needs a cool-down of whole seconds (the app's clock has
+/// no finer grain), and a queue a bounded wait.
+fn check_protection(
+    protection: &crate::upstream::UpstreamProtection,
+    key: &impl Fn(&str) -> String,
+    fail: &mut impl FnMut(String, &str),
+) {
+    if protection.failure_threshold > 0 && protection.cool_down < Duration::from_secs(1) {
+        fail(key("cool_down"), "must be at least 1s while failure_threshold is set (0 turns the breaker off)");
+    }
+    if protection.queue_timeout > LONGEST_QUEUE_TIMEOUT {
+        fail(key("queue_timeout"), "must be at most 30s");
     }
 }
 

@@ -182,7 +182,8 @@ impl ExchangeService {
     ) -> Result<ValidatedIdentity, OAuthError> {
         // The client holds its subject token: that gives it the right to revoke it later.
         let holder = (parameter == "subject_token").then_some(client.client_id.as_str());
-        let resolved = self.identities.resolve(&presented.token, client.upstream.as_deref(), holder, now).await;
+        let asker = Some(client.client_id.as_str());
+        let resolved = self.identities.resolve(&presented.token, client.upstream.as_deref(), holder, asker, now).await;
         resolved.map_err(|error| match error {
             // RFC 8693 §2.2.2: an invalid subject or actor token is `invalid_request`.
             ValidationError::Rejected(reason) => OAuthError::InvalidToken { parameter, reason },
@@ -198,6 +199,7 @@ impl ExchangeService {
                 None,
                 misconfigured,
             ),
+            ValidationError::OverBudget { retry_after } => OAuthError::TooManyUnknownTokens { retry_after },
         })
     }
 }

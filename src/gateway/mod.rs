@@ -102,7 +102,9 @@ pub enum Refusal {
     /// 500: a fault on our side.
     #[error("internal error")]
     Fault(#[source] Cause),
-    /// 429: the proxy is over its rate limit (`rate_limits.forward_auth_per_peer`).
+    /// 429: the proxy is over its rate limit (`rate_limits.forward_auth_per_peer`), or the
+    /// route's client has spent its budget of upstream calls for unknown tokens
+    /// (`rate_limits.first_sight_per_client`).
     #[error("rate limit exceeded")]
     RateLimited { retry_after: Duration },
 }
@@ -188,6 +190,9 @@ impl Refusal {
                 forbidden(error.description().into_owned())
             }
             OAuthError::TemporarilyUnavailable { retry_after, cause, .. } => Self::Unavailable { retry_after, cause },
+            // Like the proxy's own rate limit: 429 with Retry-After, which nginx `auth_request`
+            // turns into a 500 just as it does a 503 (nothing but 2xx, 401, 403 passes there).
+            OAuthError::TooManyUnknownTokens { retry_after } => Self::RateLimited { retry_after },
             other => Self::Fault(Arc::new(other)),
         }
     }

@@ -33,8 +33,8 @@ use crate::state::AppState;
         (status = 200, description = "Allowed: `Authorization: Bearer <internal at+jwt>`; `Cache-Control` says how long a proxy may reuse it"),
         (status = 401, description = "No, a malformed, an invalid, expired or revoked bearer token; `WWW-Authenticate: Bearer …`"),
         (status = 403, description = "Not a trusted proxy, no route, or the route's policy refuses; `WWW-Authenticate: Bearer error=\"insufficient_scope\"`"),
-        (status = 429, description = "The proxy is over its rate limit (`rate_limits.forward_auth_per_peer`); see `Retry-After`"),
-        (status = 503, description = "The upstream identity provider cannot answer now; see `Retry-After`"),
+        (status = 429, description = "The proxy is over its rate limit (`rate_limits.forward_auth_per_peer`), or the route's client over its budget of upstream calls for tokens never seen before (`rate_limits.first_sight_per_client`); see `Retry-After`"),
+        (status = 503, description = "The upstream identity provider cannot answer now, or is not asked now (its circuit breaker is open, or too many calls to it are under way); see `Retry-After`"),
     ),
     security(("bearer" = [])),
 )]

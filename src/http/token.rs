@@ -24,9 +24,9 @@ use crate::state::AppState;
         (status = 400, description = "invalid_request, unsupported_grant_type, invalid_scope or invalid_target", body = ErrorResponse),
         (status = 401, description = "invalid_client, with a WWW-Authenticate challenge", body = ErrorResponse),
         (status = 405, description = "Only POST is allowed", body = ErrorResponse),
-        (status = 429, description = "slow_down: too many failed client authentications, or over a rate limit (per client, or per address after failed authentications); see Retry-After", body = ErrorResponse),
+        (status = 429, description = "slow_down: too many failed client authentications, over a rate limit (per client, or per address after failed authentications), or over the client's budget of upstream calls for tokens never seen before; see Retry-After", body = ErrorResponse),
         (status = 500, description = "server_error", body = ErrorResponse),
-        (status = 503, description = "temporarily_unavailable: the upstream identity provider cannot answer now", body = ErrorResponse),
+        (status = 503, description = "temporarily_unavailable: the upstream identity provider cannot answer now, or is not asked now (its circuit breaker is open, or too many calls to it are under way); see Retry-After", body = ErrorResponse),
     ),
     security(("client_secret_basic" = []), ()),
 )]

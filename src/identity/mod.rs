@@ -4,6 +4,7 @@
 
 mod fleet;
 mod policy;
+mod protection;
 mod routing;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use policy::CachePolicy;
+pub use protection::Protection;
 
 /// Who asks for a revocation, as far as RFC 7009 §2.1 cares.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +54,8 @@ pub struct IdentityService {
     metrics: Metrics,
     /// Upstreams whose last answer showed a misconfiguration, for `/readyz` and operators.
     misconfigured: std::sync::Mutex<std::collections::BTreeSet<Arc<str>>>,
+    /// Breakers and slots per upstream, budgets per client: between a miss and the upstream.
+    protection: Protection,
 }
 
 impl IdentityService {
@@ -61,12 +65,19 @@ impl IdentityService {
         shared: Option<Arc<dyn IdentityCache>>,
         policy: CachePolicy,
         metrics: Metrics,
+        protection: Protection,
     ) -> Self {
         for upstream in routes.names() {
             metrics.upstream_misconfigured(upstream, false);
         }
         let fleet = FleetFlight::new(policy.upstream_lease);
-        Self { routes: Live::new(routes), local, shared, policy, fleet, metrics, misconfigured: Default::default() }
+        let misconfigured = Default::default();
+        Self { routes: Live::new(routes), local, shared, policy, fleet, metrics, misconfigured, protection }
+    }
+
+    /// What a reload reconfigures before the routes that lead to the upstreams.
+    pub fn protection(&self) -> &Protection {
+        &self.protection
     }
 
     /// Upstreams that refuse us now (our credentials, a missing endpoint, unusable answers).
@@ -105,11 +116,14 @@ impl IdentityService {
     /// Who `token` belongs to. `holder` is the client presenting it as its subject token: it
     /// is remembered, because only a client that exchanged a token may revoke it (RFC 7009
     /// §2.1). The leader of a miss writes that record with the entry, in one round trip.
+    /// `asker` is the client on whose behalf the upstream is asked on a miss: its first-sight
+    /// budget pays for the call.
     pub async fn resolve(
         &self,
         token: &SubjectToken,
         bound_upstream: Option<&str>,
         holder: Option<&str>,
+        asker: Option<&str>,
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
         let route = self.routes.current().route(token, bound_upstream)?;
@@ -131,7 +145,7 @@ impl IdentityService {
             .local
             .get_or_load(key.clone(), now, async {
                 led.store(true, Ordering::Relaxed);
-                self.load(&route, token, &key, holder, now).await
+                self.load(&route, token, &key, holder, asker, now).await
             })
             .await?;
         // A revocation that landed while the upstream was being asked wins over its answer.
@@ -158,6 +172,7 @@ impl IdentityService {
         token: &SubjectToken,
         key: &CacheKey,
         holder: Option<&str>,
+        asker: Option<&str>,
         now: UnixTime,
     ) -> Result<CacheEntry, ValidationError> {
         let mut leased = false;
@@ -197,7 +212,16 @@ impl IdentityService {
             }
         }
         tracing::Span::current().record("tier", "upstream");
+        // Refused here, the upstream was not asked: nothing to note, nothing to remember.
+        let admission = match self.protection.admit(route, asker).await {
+            Ok(admission) => admission,
+            Err(refused) => {
+                self.give_lease_back(leased, key).await;
+                return Err(refused);
+            }
+        };
         let answer = route.validate(token, now).await;
+        admission.settle(&answer);
         if !matches!(answer, Err(ValidationError::Unavailable { .. })) {
             self.note_misconfigured(route.upstream_name(), matches!(answer, Err(ValidationError::Misconfigured(_))));
         }
@@ -207,9 +231,7 @@ impl IdentityService {
             // Transient or operator trouble: remembered nowhere, the next request asks again,
             // and a replica waiting for this one's answer may ask at once.
             Err(other) => {
-                if let (true, Some(shared)) = (leased, &self.shared) {
-                    self.fleet.release(&**shared, key).await;
-                }
+                self.give_lease_back(leased, key).await;
                 return Err(other);
             }
         };
@@ -228,6 +250,13 @@ impl IdentityService {
             }
         }
         Ok(entry)
+    }
+
+    /// This replica will not answer for the token after all: a waiting replica may ask at once.
+    async fn give_lease_back(&self, leased: bool, key: &CacheKey) {
+        if let (true, Some(shared)) = (leased, &self.shared) {
+            self.fleet.release(&**shared, key).await;
+        }
     }
 
     /// Computed only now that the upstream has answered. A provider's fixed token lifetime

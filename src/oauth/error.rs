@@ -38,6 +38,10 @@ pub enum OAuthError {
     /// Over a rate limit (`[rate_limits]`): 429 `slow_down` with `Retry-After`.
     #[error("slow_down: rate limit exceeded")]
     RateLimited { retry_after: Duration },
+    /// The client's budget of upstream calls for tokens never seen before is spent
+    /// (`rate_limits.first_sight_per_client`): 429 `slow_down` (RFC 8628 §3.5) with `Retry-After`.
+    #[error("slow_down: too many unknown tokens")]
+    TooManyUnknownTokens { retry_after: Duration },
     /// The upstream identity provider or a backing store cannot answer now: 503.
     #[error("temporarily_unavailable: {description}")]
     TemporarilyUnavailable {
@@ -97,7 +101,7 @@ impl OAuthError {
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
-            Self::TooManyAttempts { .. } | Self::RateLimited { .. } => "slow_down",
+            Self::TooManyAttempts { .. } | Self::RateLimited { .. } | Self::TooManyUnknownTokens { .. } => "slow_down",
             Self::TemporarilyUnavailable { .. } => "temporarily_unavailable",
             Self::ServerError(_) => "server_error",
         }
@@ -109,7 +113,7 @@ impl OAuthError {
             Self::NotFound => 404,
             Self::BodyTimeout => 408,
             Self::MethodNotAllowed { .. } => 405,
-            Self::TooManyAttempts { .. } | Self::RateLimited { .. } => 429,
+            Self::TooManyAttempts { .. } | Self::RateLimited { .. } | Self::TooManyUnknownTokens { .. } => 429,
             Self::TemporarilyUnavailable { .. } => 503,
             Self::ServerError(_) => 500,
             _ => 400,
@@ -128,6 +132,9 @@ impl OAuthError {
             Self::InvalidToken { parameter, reason } => Cow::Owned(format!("{parameter} is invalid: {reason}")),
             Self::TooManyAttempts { .. } => Cow::Borrowed("too many failed client authentications"),
             Self::RateLimited { .. } => Cow::Borrowed("too many requests; slow down"),
+            Self::TooManyUnknownTokens { .. } => {
+                Cow::Borrowed("too many tokens never seen before had to be validated; slow down")
+            }
             Self::ServerError(_) => Cow::Borrowed("internal error"),
             Self::NotFound => Cow::Borrowed("no such endpoint"),
             Self::BodyTimeout => Cow::Borrowed("the request body did not arrive in time"),
@@ -137,7 +144,9 @@ impl OAuthError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TooManyAttempts { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::TooManyAttempts { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::TooManyUnknownTokens { retry_after } => Some(*retry_after),
             Self::TemporarilyUnavailable { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -158,6 +167,7 @@ impl OAuthError {
             Self::InvalidClient { .. } => Some("client_auth_failed"),
             Self::TooManyAttempts { .. } => Some("client_locked_out"),
             Self::RateLimited { .. } => Some("rate_limited"),
+            Self::TooManyUnknownTokens { .. } => Some("first_sight_budget_exceeded"),
             Self::InvalidTarget(_) => Some("audience_refused"),
             Self::UnauthorizedClient(_) => Some("client_not_authorized"),
             _ => None,

@@ -19,4 +19,6 @@ pub use jwks::{JwksCache, StaticJwks, UpstreamKey};
 pub use jwt::{JwtUpstream, unverified_claims};
 pub use metadata::is_secure_endpoint;
 pub use opaque::OpaqueUpstream;
-pub use settings::{AnswerFormat, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamSettings};
+pub use settings::{
+    AnswerFormat, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings,
+};

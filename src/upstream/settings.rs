@@ -71,6 +71,9 @@ pub struct UpstreamSettings {
     /// When not empty, only tokens issued to these OAuth clients (`client_id`, else `azp`).
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+    /// `[upstreams.protection]`: how hard this upstream may be asked about tokens.
+    #[serde(default)]
+    pub protection: UpstreamProtection,
 }
 
 /// Where an endpoint is: written in the configuration, or read from the provider's metadata
@@ -163,6 +166,36 @@ impl Default for UpstreamHttpSettings {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
             max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[upstreams.protection]`: bounds on the calls made about each token (introspection,
+/// userinfo), so a provider that is down, slow or flooded costs us little and is not hammered.
+/// `identity` enforces them; JWTs are verified offline and need none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamProtection {
+    /// Calls under way at once; 0 is no limit.
+    pub max_concurrent_calls: u32,
+    /// How long a call may wait for one of them before it is refused.
+    #[serde(with = "crate::clock::written")]
+    pub queue_timeout: Duration,
+    /// Consecutive failures (timeouts, connection errors, 5xx, 429) that open the circuit
+    /// breaker; 0 is no breaker.
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses calls before it lets one probe through.
+    #[serde(with = "crate::clock::written")]
+    pub cool_down: Duration,
+}
+
+impl Default for UpstreamProtection {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 64,
+            queue_timeout: Duration::from_millis(500),
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(30),
         }
     }
 }

@@ -17,6 +17,10 @@ pub enum ValidationError {
     /// The upstream refused us (our credentials, a broken document): an operator must act.
     #[error("upstream misconfigured: {0}")]
     Misconfigured(String),
+    /// Not asked: the client has spent its budget of upstream calls for tokens never seen
+    /// before, and must slow down for `retry_after`. Nothing is remembered.
+    #[error("the client's budget of upstream calls for unknown tokens is spent")]
+    OverBudget { retry_after: Duration },
 }
 
 impl ValidationError {

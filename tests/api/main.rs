@@ -35,3 +35,4 @@ mod three_replicas;
 mod token_exchange;
 mod traces;
 mod upstream_discovery;
+mod upstream_protection;
