@@ -41,9 +41,10 @@ impl RedisKeys {
         format!("{}:exchanged:{client_id}", self.token(digest))
     }
 
-    /// A one-time claim; each lives in a slot of its own.
+    /// A one-time claim, alone in its slot. Named as before hash tags: a claim made before an
+    /// upgrade still refuses a replay after it.
     pub fn claim(&self, key: &str) -> String {
-        format!("{}:v2:claim:{key}", self.prefix)
+        format!("{}:v1:claim:{key}", self.prefix)
     }
 
     /// The entry keys of one subject, for purges: written beside an entry, in another slot.
