@@ -300,3 +300,34 @@ async fn a_redis_certificate_from_an_unknown_ca_is_refused() {
 
     assert_eq!(ready_checks(&app).await["cache"], "degraded", "no connection to a server we cannot verify");
 }
+
+// ---- Upgrade from the layout before hash tags ----
+
+#[tokio::test]
+async fn a_revocation_recorded_before_the_upgrade_is_still_honoured() {
+    let idp = FakeIdp::start().await;
+    let prefix = random_prefix();
+    let app = replica(&idp, &prefix, |_| {}).await;
+    idp.introspection_active("old-rev", app.now() + 600).await;
+    let old_key = format!("{prefix}:v1:revoked:{}", sha256_hex("old-rev"));
+    let () = redis_connection().await.set_ex(&old_key, app.now() + 600, 600).await.unwrap();
+
+    assert_oauth_error(app.exchange_opaque("old-rev", &[]).await, 400, "invalid_request").await;
+
+    assert_eq!(idp.introspections().await, 0, "refused before asking the upstream");
+}
+
+#[tokio::test]
+async fn a_client_that_exchanged_a_token_before_the_upgrade_may_still_revoke_it() {
+    let idp = FakeIdp::start().await;
+    let prefix = random_prefix();
+    let app = replica(&idp, &prefix, |_| {}).await;
+    let old_key = format!("{prefix}:v1:exchanged:{}:{CLIENT_ID}", sha256_hex("old-holder"));
+    let () = redis_connection().await.set_ex(&old_key, 1, 600).await.unwrap();
+
+    let response = app.post_form_as("/revoke", CLIENT_ID, CLIENT_SECRET, &[("token", "old-holder")]).await;
+
+    assert_eq!(response.status(), 200);
+    let stored = redis_connection().await.exists::<_, bool>(redis_revoked_key(&prefix, "old-holder")).await.unwrap();
+    assert!(stored, "the revocation was recorded, not ignored");
+}
