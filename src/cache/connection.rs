@@ -71,10 +71,12 @@ impl Writes {
         self.groups.is_empty()
     }
 
-    fn pipeline<'a>(commands: impl IntoIterator<Item = &'a Cmd>) -> Pipeline {
+    /// Replies are read as plain values and dropped: cheaper than asking the pipeline to
+    /// ignore each one.
+    fn pipeline(commands: impl IntoIterator<Item = Cmd>) -> Pipeline {
         let mut pipeline = redis::pipe();
         for command in commands {
-            pipeline.add_command(command.clone()).ignore();
+            pipeline.add_command(command);
         }
         pipeline
     }
@@ -150,21 +152,21 @@ impl SharedConnection {
         self.check(generation, reply)
     }
 
-    pub async fn write(&self, writes: &Writes) -> RedisResult<()> {
+    pub async fn write(&self, writes: Writes) -> RedisResult<()> {
         if writes.is_empty() {
             return Ok(());
         }
         let (generation, link) = self.link().await?;
         let reply = match link {
             Link::Single(mut single) => {
-                Writes::pipeline(writes.groups.iter().flatten()).query_async::<()>(&mut single).await
+                Writes::pipeline(writes.groups.into_iter().flatten()).query_async::<Value>(&mut single).await.map(drop)
             }
             Link::Cluster(cluster) => {
-                let sends = writes.groups.iter().map(|group| {
+                let sends = writes.groups.into_iter().map(|group| {
                     let mut connection = cluster.clone();
-                    async move { Writes::pipeline(group).query_async::<()>(&mut connection).await }
+                    async move { Writes::pipeline(group).query_async::<Value>(&mut connection).await }
                 });
-                futures_util::future::try_join_all(sends).await.map(|_| ())
+                futures_util::future::try_join_all(sends).await.map(drop)
             }
         };
         self.check(generation, reply)

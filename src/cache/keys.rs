@@ -20,25 +20,21 @@ impl RedisKeys {
 
     /// `{prefix}:v2:{<sha256 hex>}`: the start of every key about one token. A new kind of
     /// record about a token (a single-flight lease, say) appends its own `:name` to it.
-    pub fn token(&self, digest: &TokenDigest) -> String {
-        format!("{}:v2:{{{}}}", self.prefix, digest.to_hex())
+    pub fn token(&self, digest: &TokenDigest) -> TokenKeys {
+        TokenKeys(format!("{}:v2:{{{}}}", self.prefix, digest.to_hex()))
     }
 
     /// The verdict of `key`'s upstream on its token.
     pub fn entry(&self, key: &CacheKey) -> String {
-        format!("{}:id:{}", self.token(key.digest()), key.upstream())
-    }
-
-    pub fn seen(&self, key: &CacheKey) -> String {
-        format!("{}:seen:{}", self.token(key.digest()), key.upstream())
+        self.token(key.digest()).entry(key.upstream())
     }
 
     pub fn revoked(&self, digest: &TokenDigest) -> String {
-        format!("{}:revoked", self.token(digest))
+        self.token(digest).revoked()
     }
 
     pub fn exchanged(&self, digest: &TokenDigest, client_id: &str) -> String {
-        format!("{}:exchanged:{client_id}", self.token(digest))
+        self.token(digest).exchanged(client_id)
     }
 
     /// A one-time claim, alone in its slot. Named as before hash tags: a claim made before an
@@ -62,6 +58,33 @@ impl RedisKeys {
     /// is exactly 64 characters, and every glob character of the names is escaped.
     pub fn upstream_entries_pattern(&self, upstream: &str) -> String {
         format!("{}:v2:{{{}}}:id:{}", glob_escape(&self.prefix), "?".repeat(64), glob_escape(upstream))
+    }
+}
+
+/// The keys of one token, its digest written once: they share its hash tag.
+#[derive(Debug, Clone)]
+pub struct TokenKeys(String);
+
+impl TokenKeys {
+    pub fn entry(&self, upstream: &str) -> String {
+        format!("{}:id:{upstream}", self.0)
+    }
+
+    pub fn seen(&self, upstream: &str) -> String {
+        format!("{}:seen:{upstream}", self.0)
+    }
+
+    pub fn revoked(&self) -> String {
+        format!("{}:revoked", self.0)
+    }
+
+    pub fn exchanged(&self, client_id: &str) -> String {
+        format!("{}:exchanged:{client_id}", self.0)
+    }
+
+    /// Another record about the token, `{prefix}:v2:{<sha256 hex>}:{name}`, in the same slot.
+    pub fn named(&self, name: &str) -> String {
+        format!("{}:{name}", self.0)
     }
 }
 
@@ -123,7 +146,8 @@ mod tests {
         let keys = RedisKeys::new("te");
         let key = CacheKey::new("idp", digest());
         let tag = digest().to_hex();
-        for redis_key in [keys.entry(&key), keys.seen(&key), keys.revoked(&digest()), keys.exchanged(&digest(), "c")] {
+        let token = keys.token(&digest());
+        for redis_key in [token.entry("idp"), token.seen("idp"), token.revoked(), token.exchanged("c"), token.named("lease")] {
             assert_eq!(hash_tag(&redis_key), tag, "{redis_key}");
         }
         assert_eq!(keys.entry(&key), format!("te:v2:{{{tag}}}:id:idp"));

@@ -7,7 +7,7 @@ use redis::{Cmd, Value};
 
 use super::connection::{Notice, SharedConnection, Writes};
 use super::entry::is_entry_of_subject;
-use super::keys::{LegacyKeys, RedisKeys};
+use super::keys::{LegacyKeys, RedisKeys, TokenKeys};
 use super::topology::Connector;
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lookup, MemoryCache, subject_digest};
 use crate::clock::{Clock, SharedClock, UnixTime};
@@ -78,27 +78,34 @@ impl RedisCache {
         self.keys.channel()
     }
 
-    /// The commands that store `entry`: one for its own slot, one for its subject's index.
-    fn put_commands(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<Option<(Cmd, Vec<Cmd>)>, CacheError> {
+    /// The commands that store `entry` under `token`'s keys: one for the token's slot, and
+    /// those for its subject's index.
+    fn put_commands(
+        &self,
+        token: &TokenKeys,
+        key: &CacheKey,
+        entry: &CacheEntry,
+        now: UnixTime,
+    ) -> Result<Option<(Cmd, Vec<Cmd>)>, CacheError> {
         let ttl = entry.time_left(now).as_secs();
         if ttl == 0 {
             return Ok(None);
         }
         let value = serde_json::to_vec(entry).map_err(unavailable)?;
-        let redis_key = self.keys.entry(key);
+        let redis_key = token.entry(key.upstream());
         let mut index_commands = Vec::new();
         if let Some(identity) = entry.identity() {
             let index = self.keys.subject(&subject_digest(&identity.subject));
             index_commands.push(Cmd::sadd(&index, &redis_key));
-            index_commands.push(Cmd::expire(&index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)));
+            index_commands.push(Cmd::expire(index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)));
         }
         Ok(Some((Cmd::set_ex(redis_key, value, ttl), index_commands)))
     }
 
-    /// The record that `client_id` exchanged the token with `digest`, until `until`.
-    fn exchange_command(&self, digest: &TokenDigest, client_id: &str, until: UnixTime, now: UnixTime) -> Cmd {
+    /// The record that `client_id` exchanged the token, until `until`.
+    fn exchange_command(token: &TokenKeys, client_id: &str, until: UnixTime, now: UnixTime) -> Cmd {
         let seconds = now.until(until).as_secs().max(1);
-        Cmd::set_ex(self.keys.exchanged(digest, client_id), 1, seconds)
+        Cmd::set_ex(token.exchanged(client_id), 1, seconds)
     }
 
     /// Runs one call within the timeout, skipping Redis during a backoff.
@@ -130,7 +137,7 @@ impl RedisCache {
     }
 
     async fn write(&self, operation: &'static str, writes: Writes) -> Result<(), CacheError> {
-        self.run(operation, self.connection.write(&writes)).await
+        self.run(operation, self.connection.write(writes)).await
     }
 
     /// The primaries to SCAN: every one of a cluster, else the one server.
@@ -255,7 +262,8 @@ impl IdentityCache for RedisCache {
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
-        let Some((set, index)) = self.put_commands(key, entry, now)? else { return Ok(()) };
+        let token = self.keys.token(key.digest());
+        let Some((set, index)) = self.put_commands(&token, key, entry, now)? else { return Ok(()) };
         let mut writes = Writes::default();
         writes.group([set]);
         writes.group(index);
@@ -272,9 +280,10 @@ impl IdentityCache for RedisCache {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<(), CacheError> {
-        let exchanged = self.exchange_command(key.digest(), holder, until, now);
+        let token = self.keys.token(key.digest());
+        let exchanged = Self::exchange_command(&token, holder, until, now);
         let mut writes = Writes::default();
-        match self.put_commands(key, entry, now)? {
+        match self.put_commands(&token, key, entry, now)? {
             Some((set, index)) => {
                 writes.group([set, exchanged]);
                 writes.group(index);
@@ -293,7 +302,7 @@ impl IdentityCache for RedisCache {
         let remember = remember_for.as_secs().max(1);
         // SET NX GET: records `now` unless a sighting exists, and returns the earlier one.
         let set =
-            redis::cmd("SET").arg(self.keys.seen(key)).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
+            redis::cmd("SET").arg(self.keys.token(key.digest()).seen(key.upstream())).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
         let earlier: Option<i64> = match &self.legacy {
             Some(legacy) => {
                 let mut pipe = redis::pipe();
@@ -334,8 +343,9 @@ impl IdentityCache for RedisCache {
 
     /// Entry and revocation in one round trip: they share the token's slot.
     async fn lookup(&self, key: &CacheKey, now: UnixTime) -> Result<Lookup, CacheError> {
+        let token = self.keys.token(key.digest());
         let mut mget = redis::cmd("MGET");
-        mget.arg(self.keys.entry(key)).arg(self.keys.revoked(key.digest()));
+        mget.arg(token.entry(key.upstream())).arg(token.revoked());
         if let Some(legacy) = &self.legacy {
             mget.arg(legacy.revoked(key.digest()));
         }
@@ -355,7 +365,7 @@ impl IdentityCache for RedisCache {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<(), CacheError> {
-        self.command("record_exchange", self.exchange_command(digest, client_id, until, now)).await
+        self.command("record_exchange", Self::exchange_command(&self.keys.token(digest), client_id, until, now)).await
     }
 
     async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
