@@ -118,7 +118,9 @@ impl SharedConnection {
         }
         let link = match &self.connector {
             Connector::Cluster(recipe) => Link::Cluster(recipe.builder().build()?.get_async_connection().await?),
-            single => Link::Single(single.client().await?.get_multiplexed_async_connection_with_config(&self.config).await?),
+            single => {
+                Link::Single(single.client().await?.get_multiplexed_async_connection_with_config(&self.config).await?)
+            }
         };
         *generation += 1;
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((*generation, link.clone()));
@@ -190,7 +192,8 @@ impl SharedConnection {
 
     fn check<T>(&self, generation: u64, reply: RedisResult<T>) -> RedisResult<T> {
         if let Err(error) = &reply
-            && (error.is_unrecoverable_error() || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+            && (error.is_unrecoverable_error()
+                || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
         {
             // READONLY: the server we hold was a primary and is a replica now (a failover).
             self.forget(generation);
@@ -238,16 +241,25 @@ pub enum Notice {
 /// Messages on one channel, until the subscription ends.
 pub enum Subscription {
     Single(PubSubStream),
-    Cluster { _connection: ClusterConnection, pushes: mpsc::UnboundedReceiver<PushInfo> },
+    Cluster {
+        _connection: ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    },
     /// The primary's channel, and the sentinels' announcements of a new primary.
-    Sentinel { messages: PubSubStream, switches: PubSubStream, master: String },
+    Sentinel {
+        messages: PubSubStream,
+        switches: PubSubStream,
+        master: String,
+    },
 }
 
 impl Subscription {
     /// The next notice; `None` once the subscription is gone and a new one must be made.
     pub async fn next(&mut self) -> Option<Notice> {
         match self {
-            Self::Single(messages) => messages.next().await.map(|message| Notice::Message(message.get_payload_bytes().to_vec())),
+            Self::Single(messages) => {
+                messages.next().await.map(|message| Notice::Message(message.get_payload_bytes().to_vec()))
+            }
             Self::Sentinel { messages, switches, master } => loop {
                 tokio::select! {
                     message = messages.next() => return message.map(|m| Notice::Message(m.get_payload_bytes().to_vec())),

@@ -147,7 +147,9 @@ mod tests {
         let key = CacheKey::new("idp", digest());
         let tag = digest().to_hex();
         let token = keys.token(&digest());
-        for redis_key in [token.entry("idp"), token.seen("idp"), token.revoked(), token.exchanged("c"), token.named("lease")] {
+        for redis_key in
+            [token.entry("idp"), token.seen("idp"), token.revoked(), token.exchanged("c"), token.named("lease")]
+        {
             assert_eq!(hash_tag(&redis_key), tag, "{redis_key}");
         }
         assert_eq!(keys.entry(&key), format!("te:v2:{{{tag}}}:id:idp"));

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use entry::{CacheEntry, CacheKey, Invalidation, Verdict, subject_digest};
-pub use memory::MemoryCache;
 pub use keys::RedisKeys;
+pub use memory::MemoryCache;
 pub use redis::{BACKOFF, RedisCache, RedisSettings, RedisTopology};
 pub use topology::{TopologyError, check as check_redis_topology};
 

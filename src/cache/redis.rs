@@ -162,7 +162,7 @@ impl RedisCache {
             let (next, keys): (u64, Vec<String>) = match node {
                 Some(node) => {
                     let reply = self.run("scan", self.connection.command_on(node, scan)).await?;
-                    redis::from_redis_value(reply).map_err(|e| unavailable(e))?
+                    redis::from_redis_value(reply).map_err(unavailable)?
                 }
                 None => self.command("scan", scan).await?,
             };
@@ -301,13 +301,20 @@ impl IdentityCache for RedisCache {
     async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration) -> Result<UnixTime, CacheError> {
         let remember = remember_for.as_secs().max(1);
         // SET NX GET: records `now` unless a sighting exists, and returns the earlier one.
-        let set =
-            redis::cmd("SET").arg(self.keys.token(key.digest()).seen(key.upstream())).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
+        let set = redis::cmd("SET")
+            .arg(self.keys.token(key.digest()).seen(key.upstream()))
+            .arg(now.as_secs())
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(remember)
+            .clone();
         let earlier: Option<i64> = match &self.legacy {
             Some(legacy) => {
                 let mut pipe = redis::pipe();
                 pipe.add_command(Cmd::get(legacy.seen(key))).add_command(set);
-                let (legacy, current): (Option<i64>, Option<i64>) = self.run("first_seen", self.connection.pipeline(&pipe)).await?;
+                let (legacy, current): (Option<i64>, Option<i64>) =
+                    self.run("first_seen", self.connection.pipeline(&pipe)).await?;
                 legacy.into_iter().chain(current).min()
             }
             None => self.command("first_seen", set).await?,
@@ -317,7 +324,8 @@ impl IdentityCache for RedisCache {
 
     async fn claim_once(&self, key: &str, until: UnixTime, now: UnixTime) -> Result<bool, CacheError> {
         let seconds = now.until(until).as_secs().max(1);
-        let set = redis::cmd("SET").arg(self.keys.claim(key)).arg(until.as_secs()).arg("NX").arg("EX").arg(seconds).clone();
+        let set =
+            redis::cmd("SET").arg(self.keys.claim(key)).arg(until.as_secs()).arg("NX").arg("EX").arg(seconds).clone();
         // SET NX answers OK when it stored the key and nil when the key was there already.
         let stored: Option<String> = self.command("claim_once", set).await?;
         Ok(stored.is_some())

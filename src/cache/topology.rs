@@ -128,9 +128,8 @@ fn parse_sentinel_parts(rest: &str, tls: bool) -> Result<SentinelSpec, TopologyE
     let scheme = if tls { "rediss" } else { "redis" };
     let sentinels =
         hosts.split(',').map(|host| format!("{scheme}://{host}").into_connection_info()).collect::<Result<_, _>>()?;
-    let decode = |text: &str| {
-        url::form_urlencoded::parse(format!("v={text}").as_bytes()).next().map(|(_, v)| v.into_owned())
-    };
+    let decode =
+        |text: &str| url::form_urlencoded::parse(format!("v={text}").as_bytes()).next().map(|(_, v)| v.into_owned());
     let (username, password) = match userinfo {
         Some(userinfo) => match userinfo.split_once(':') {
             Some((user, password)) => (decode(user).filter(|u| !u.is_empty()), decode(password)),
@@ -142,14 +141,21 @@ fn parse_sentinel_parts(rest: &str, tls: bool) -> Result<SentinelSpec, TopologyE
 }
 
 fn sentinel_address(address: &str) -> RedisResult<ConnectionInfo> {
-    if address.contains("://") { address.into_connection_info() } else { format!("redis://{address}").into_connection_info() }
+    if address.contains("://") {
+        address.into_connection_info()
+    } else {
+        format!("redis://{address}").into_connection_info()
+    }
 }
 
 /// How connections are made for one configured topology.
 pub enum Connector {
     Standalone(redis::Client),
     /// Asked again for the primary on every new connection, so a failover is followed.
-    Sentinel { client: tokio::sync::Mutex<SentinelClient>, master: String },
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        master: String,
+    },
     Cluster(ClusterRecipe),
 }
 
@@ -189,7 +195,9 @@ impl Connector {
     /// Checks the settings and prepares the clients; connects to nothing.
     pub fn new(settings: &RedisSettings) -> Result<Self, TopologyError> {
         let root_cert = match &settings.tls_ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| TopologyError::new(format!("{}: {e}", path.display())))?),
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| TopologyError::new(format!("{}: {e}", path.display())))?)
+            }
             None => None,
         };
         let password = settings.password.as_ref().map(|p| p.expose_secret().to_owned());
@@ -202,7 +210,9 @@ impl Connector {
                     let master = spec.master.clone();
                     Ok(Self::Sentinel { client: tokio::sync::Mutex::new(sentinel_client(spec, root_cert)?), master })
                 }
-                None => Ok(Self::Standalone(standalone_client(url, settings.username.as_deref(), password, root_cert)?)),
+                None => {
+                    Ok(Self::Standalone(standalone_client(url, settings.username.as_deref(), password, root_cert)?))
+                }
             },
             RedisTopology::Sentinel { sentinels, master } => {
                 if sentinels.is_empty() || master.is_empty() {
@@ -218,7 +228,10 @@ impl Connector {
                     username: settings.username.clone(),
                     password,
                 };
-                Ok(Self::Sentinel { client: tokio::sync::Mutex::new(sentinel_client(spec, root_cert)?), master: master.clone() })
+                Ok(Self::Sentinel {
+                    client: tokio::sync::Mutex::new(sentinel_client(spec, root_cert)?),
+                    master: master.clone(),
+                })
             }
             RedisTopology::Cluster { nodes } => {
                 if nodes.is_empty() {
@@ -252,10 +265,9 @@ impl Connector {
         match self {
             Self::Standalone(client) => Ok(client.clone()),
             Self::Sentinel { client, .. } => client.lock().await.async_get_client().await,
-            Self::Cluster(_) => Err(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "a cluster has no single server",
-            ))),
+            Self::Cluster(_) => {
+                Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "a cluster has no single server")))
+            }
         }
     }
 }
@@ -276,13 +288,16 @@ fn standalone_client(
     }
     let info = info.set_redis_settings(redis);
     Ok(match root_cert {
-        Some(root_cert) => redis::Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(root_cert) })?,
+        Some(root_cert) => {
+            redis::Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(root_cert) })?
+        }
         None => redis::Client::open(info)?,
     })
 }
 
 fn sentinel_client(spec: SentinelSpec, root_cert: Option<Vec<u8>>) -> Result<SentinelClient, TopologyError> {
-    let sentinel_auth = spec.sentinels.iter().map(ConnectionInfo::redis_settings).find(|r| r.password().is_some()).cloned();
+    let sentinel_auth =
+        spec.sentinels.iter().map(ConnectionInfo::redis_settings).find(|r| r.password().is_some()).cloned();
     let addresses: Vec<ConnectionAddr> = spec.sentinels.iter().map(|s| s.addr().clone()).collect();
     let mut builder = SentinelClientBuilder::new(addresses, &spec.master, SentinelServerType::Master)?
         .set_client_to_redis_db(spec.db);
@@ -301,7 +316,8 @@ fn sentinel_client(spec: SentinelSpec, root_cert: Option<Vec<u8>>) -> Result<Sen
         builder = builder.set_client_to_redis_password(password);
     }
     if spec.tls {
-        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure).set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        builder =
+            builder.set_client_to_redis_tls_mode(TlsMode::Secure).set_client_to_sentinel_tls_mode(TlsMode::Secure);
         if let Some(root_cert) = root_cert {
             let certificates = TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
             builder = builder
@@ -323,9 +339,8 @@ mod tests {
 
     #[test]
     fn a_sentinel_url_names_sentinels_master_database_and_credentials() {
-        let spec = parse_sentinel_url("redis+sentinel://app:s%40cret@10.0.0.1:26379,10.0.0.2:26380/cache/2")
-            .unwrap()
-            .unwrap();
+        let spec =
+            parse_sentinel_url("redis+sentinel://app:s%40cret@10.0.0.1:26379,10.0.0.2:26380/cache/2").unwrap().unwrap();
         assert_eq!(spec.sentinels.len(), 2);
         assert_eq!(spec.master, "cache");
         assert_eq!(spec.db, 2);

@@ -94,12 +94,10 @@ impl Settings {
     /// hash tags every token's keys share.
     fn validate_redis(&self, fail: &mut impl FnMut(String, &str)) {
         let cache = &self.cache;
-        let chosen = [cache.redis_url.is_some(), !cache.redis_cluster_nodes.is_empty(), !cache.redis_sentinels.is_empty()];
+        let chosen =
+            [cache.redis_url.is_some(), !cache.redis_cluster_nodes.is_empty(), !cache.redis_sentinels.is_empty()];
         if chosen.iter().filter(|set| **set).count() > 1 {
-            fail(
-                "cache.redis_url".into(),
-                "only one of redis_url, redis_cluster_nodes and redis_sentinels may be set",
-            );
+            fail("cache.redis_url".into(), "only one of redis_url, redis_cluster_nodes and redis_sentinels may be set");
             return;
         }
         if cache.redis_sentinels.is_empty() != cache.redis_sentinel_master.is_none() {
@@ -107,7 +105,10 @@ impl Settings {
             return;
         }
         if cache.redis_prefix.is_empty() || cache.redis_prefix.contains(['{', '}']) {
-            fail("cache.redis_prefix".into(), "must be non-empty and hold no { or } (they mark Redis Cluster hash tags)");
+            fail(
+                "cache.redis_prefix".into(),
+                "must be non-empty and hold no { or } (they mark Redis Cluster hash tags)",
+            );
         }
         let Some(redis) = self.redis() else { return };
         let key = if !cache.redis_cluster_nodes.is_empty() {

@@ -123,8 +123,12 @@ async fn the_entry_revocation_and_holder_of_a_token_share_one_cluster_slot() {
     assert!(cluster.exists::<_, bool>(&holder).await.unwrap(), "the holder is stored");
     let mut slots = Vec::new();
     for key in [redis_entry_key(&prefix, "opaque", "cl-slot"), revoked, holder] {
-        let slot: u16 =
-            redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query_async(&mut connection(&redis_cluster_nodes()[0]).await).await.unwrap();
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query_async(&mut connection(&redis_cluster_nodes()[0]).await)
+            .await
+            .unwrap();
         slots.push(slot);
     }
     assert!(slots.windows(2).all(|pair| pair[0] == pair[1]), "one slot: {slots:?}");
@@ -148,7 +152,8 @@ async fn ask_sentinels<T: redis::FromRedisValue>(command: &redis::Cmd) -> T {
 
 async fn sentinel_primary() -> String {
     let (host, port): (String, u16) =
-        ask_sentinels(redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(redis_sentinel_failover_master())).await;
+        ask_sentinels(redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(redis_sentinel_failover_master()))
+            .await;
     format!("redis://{host}:{port}")
 }
 
@@ -221,7 +226,11 @@ async fn exchanges_stay_right_across_a_sentinel_failover() {
     let late = replica(&idp, &prefix, behind_sentinels).await;
     let calls = idp.introspections().await;
     assert_eq!(late.exchange_opaque("fo-3", &[]).await.status(), 200);
-    assert_eq!(idp.introspections().await, calls, "a replica started after the failover is served from the new primary");
+    assert_eq!(
+        idp.introspections().await,
+        calls,
+        "a replica started after the failover is served from the new primary"
+    );
     assert_oauth_error(late.exchange_opaque("fo-1", &[]).await, 400, "invalid_request").await;
 }
 
@@ -330,4 +339,33 @@ async fn a_client_that_exchanged_a_token_before_the_upgrade_may_still_revoke_it(
     assert_eq!(response.status(), 200);
     let stored = redis_connection().await.exists::<_, bool>(redis_revoked_key(&prefix, "old-holder")).await.unwrap();
     assert!(stored, "the revocation was recorded, not ignored");
+}
+
+// ---- Configuration ----
+
+#[test]
+fn redis_settings_that_cannot_work_are_refused_naming_their_key() {
+    let refusal = |change: &dyn Fn(&mut Settings)| {
+        let mut settings = Settings::default();
+        change(&mut settings);
+        settings.validate().err().map(|error| error.to_string()).unwrap_or_default()
+    };
+    let two_topologies = refusal(&|s| {
+        s.cache.redis_url = Some("redis://a:6379".into());
+        s.cache.redis_cluster_nodes = vec!["redis://b:6379".into()];
+    });
+    assert!(two_topologies.contains("cache.redis_url"), "{two_topologies}");
+    let no_master = refusal(&|s| s.cache.redis_sentinels = vec!["a:26379".into()]);
+    assert!(no_master.contains("cache.redis_sentinel_master"), "{no_master}");
+    let url_without_master = refusal(&|s| s.cache.redis_url = Some("redis+sentinel://a:26379".into()));
+    assert!(url_without_master.contains("cache.redis_url"), "{url_without_master}");
+    let not_redis = refusal(&|s| s.cache.redis_url = Some("http://a:6379".into()));
+    assert!(not_redis.contains("cache.redis_url"), "{not_redis}");
+    let braces = refusal(&|s| s.cache.redis_prefix = "te-{a}".into());
+    assert!(braces.contains("cache.redis_prefix"), "{braces}");
+    let missing_ca = refusal(&|s| {
+        s.cache.redis_url = Some("rediss://a:6379".into());
+        s.cache.redis_tls_ca_file = Some("/nonexistent/ca.pem".into());
+    });
+    assert!(missing_ca.contains("cache.redis_tls_ca_file"), "{missing_ca}");
 }

@@ -19,7 +19,8 @@ pub fn redis_url() -> String {
 }
 
 fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test, which starts it"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test, which starts it"))
 }
 
 /// `TEST_REDIS_CLUSTER_URLS`: seed nodes of the three-primary Redis Cluster scripts/test starts.
