@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark: cache-hit exchanges against a bare endpoint of the same server, and cold
-# exchanges against the fake upstream's own rate, all measured in one run.
+# exchanges with Redis as L2 against cold exchanges with the in-process cache alone and
+# against the fake upstream's own rate, all measured in one run.
 #   bench/run.sh [seconds-per-phase] [connections]
 #   BENCH_REUSE_MINTED=false bench/run.sh   signs every token (no minted-token reuse)
+#   BENCH_NO_BUILD=1 CARGO_TARGET_DIR=dir bench/run.sh   runs the binaries already in dir/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNECTIONS=${2:-64}
 APP_PORT=18080
 IDP_PORT=18081
+LOCAL_PORT=18086
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -18,7 +21,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6379' 2>/dev/null ||
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 
-cargo build --release --quiet --bin token-exchange --example fake_idp
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --quiet --bin token-exchange --example fake_idp
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/token-exchange
 SECRET=bench-secret
@@ -57,10 +60,16 @@ client = "bench"
 audience = "orders"
 TOML
 
+# The same service with the in-process cache alone, for the cold phase without Redis.
+sed -e "s#^listen = .*#listen = \"127.0.0.1:$LOCAL_PORT\"#" -e '/^redis_/d' -e "s#bench.db#local.db#" \
+  "$WORK/bench.toml" > "$WORK/local.toml"
+
 $TARGET/release/examples/fake_idp "127.0.0.1:$IDP_PORT" >/dev/null 2>&1 &
 RUST_LOG=warn $BIN serve --config "$WORK/bench.toml" >"$WORK/server.log" 2>&1 &
+RUST_LOG=warn $BIN serve --config "$WORK/local.toml" >"$WORK/local.log" 2>&1 &
 for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$APP_PORT/healthz" >/dev/null && curl -sf "http://127.0.0.1:$IDP_PORT/stats" >/dev/null && break
+  curl -sf "http://127.0.0.1:$APP_PORT/healthz" >/dev/null && curl -sf "http://127.0.0.1:$LOCAL_PORT/healthz" >/dev/null &&
+    curl -sf "http://127.0.0.1:$IDP_PORT/stats" >/dev/null && break
   sleep 0.1
 done
 
@@ -102,10 +111,18 @@ hit_calls=$(( $(introspections) - before ))
 before=$(introspections)
 read -r fa_rate fa_p50 fa_p99 fa_err < <(load -s bench/forward_auth.lua "http://127.0.0.1:$APP_PORT/forward-auth")
 fa_calls=$(( $(introspections) - before ))
-before=$(introspections)
-read -r cold_rate cold_p50 cold_p99 cold_err < <(load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
-cold_calls=$(( $(introspections) - before ))
+# Redis commands of every kind so far, to count what one cold exchange sends.
+redis_calls() { redis-cli INFO commandstats | awk -F'[:=,]' '/^cmdstat_/ { n += $3 } END { print n + 0 }'; }
+redis_pings() { redis-cli INFO commandstats | awk -F'[:=,]' '/^cmdstat_ping:/ { n = $3 } END { print n + 0 }'; }
 read -r idp_rate idp_p50 idp_p99 idp_err < <(load -s bench/introspect.lua "http://127.0.0.1:$IDP_PORT/introspect")
+before=$(introspections)
+read -r local_rate local_p50 local_p99 local_err < <(BENCH_COLD_TAG=local load -s bench/cold.lua "http://127.0.0.1:$LOCAL_PORT/token")
+local_calls=$(( $(introspections) - before ))
+before=$(introspections); redis_before=$(redis_calls); pings_before=$(redis_pings)
+read -r cold_rate cold_p50 cold_p99 cold_err < <(BENCH_COLD_TAG=redis load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
+cold_calls=$(( $(introspections) - before ))
+redis_per_miss=$(awk -v c="$(( $(redis_calls) - redis_before ))" -v n="$cold_calls" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }')
+pings_per_miss=$(awk -v c="$(( $(redis_pings) - ${pings_before:-0} ))" -v n="$cold_calls" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }')
 read -r direct_rate direct_p50 direct_p99 direct_err < <(load "http://127.0.0.1:$DIRECT_PORT/api/orders/42")
 read -r gw_rate gw_p50 gw_p99 gw_err < <(load -s bench/gateway.lua "http://127.0.0.1:$GATEWAY_PORT/api/orders/42")
 
@@ -117,8 +134,10 @@ printf '%-44s %10s %9s %9s %8s %s\n' "(a) cache-hit exchange (L1 warm, Redis L2)
   "$(ratio "$hit_rate" "$base_rate") of baseline; upstream calls during phase: $hit_calls"
 printf '%-44s %10s %9s %9s %8s %s\n' "(f) forward-auth decision, cache hit" "$fa_rate" "$fa_p50" "$fa_p99" "$fa_err" \
   "$(ratio "$fa_rate" "$base_rate") of baseline; upstream calls during phase: $fa_calls"
-printf '%-44s %10s %9s %9s %8s %s\n' "(c) cold exchange (new token each time)" "$cold_rate" "$cold_p50" "$cold_p99" "$cold_err" \
-  "$(ratio "$cold_rate" "$idp_rate") of upstream rate; upstream calls: $cold_calls"
+printf '%-44s %10s %9s %9s %8s %s\n' "(c) cold exchange, Redis L2" "$cold_rate" "$cold_p50" "$cold_p99" "$cold_err" \
+  "$(ratio "$cold_rate" "$local_rate") of in-process cold, $(ratio "$cold_rate" "$idp_rate") of upstream rate; upstream calls: $cold_calls; Redis commands/miss: $redis_per_miss (PING $pings_per_miss)"
+printf '%-44s %10s %9s %9s %8s %s\n' "(l) cold exchange, in-process cache only" "$local_rate" "$local_p50" "$local_p99" "$local_err" \
+  "$(ratio "$local_rate" "$idp_rate") of upstream rate; upstream calls: $local_calls"
 printf '%-44s %10s %9s %9s %8s %s\n' "    fake upstream introspection, direct" "$idp_rate" "$idp_p50" "$idp_p99" "$idp_err" ""
 printf '%-44s %10s %9s %9s %8s %s\n' "(n) nginx -> echo, no decision" "$direct_rate" "$direct_p50" "$direct_p99" "$direct_err" "1.00"
 printf '%-44s %10s %9s %9s %8s %s\n' "(g) nginx -> forward-auth -> echo" "$gw_rate" "$gw_p50" "$gw_p99" "$gw_err" \

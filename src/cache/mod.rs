@@ -3,17 +3,22 @@
 //! implementation (the default, and L1) and a Redis one (L2, shared by replicas). Deciding
 //! what to store, and for how long, is `identity`'s business.
 
+mod connection;
 mod entry;
+mod keys;
 mod memory;
 mod redis;
+mod topology;
 
 use async_trait::async_trait;
 
 use std::time::Duration;
 
 pub use entry::{CacheEntry, CacheKey, Invalidation, Verdict, subject_digest};
+pub use keys::RedisKeys;
 pub use memory::MemoryCache;
-pub use redis::{BACKOFF, RedisCache, RedisSettings};
+pub use redis::{BACKOFF, RedisCache, RedisSettings, RedisTopology};
+pub use topology::{TopologyError, check as check_redis_topology};
 
 use crate::clock::UnixTime;
 use crate::vocabulary::TokenDigest;

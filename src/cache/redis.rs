@@ -1,11 +1,14 @@
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::{Config, Pool, Runtime};
-use futures_util::StreamExt as _;
+use redis::{Cmd, Value};
 
+use super::connection::{Notice, SharedConnection, Writes};
 use super::entry::is_entry_of_subject;
+use super::keys::{LegacyKeys, RedisKeys, TokenKeys};
+use super::topology::Connector;
 use super::{
     CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, Lease, Lookup, MemoryCache, subject_digest,
 };
@@ -13,79 +16,21 @@ use crate::clock::{Clock, SharedClock, UnixTime};
 use crate::metrics::Metrics;
 use crate::vocabulary::TokenDigest;
 
-enum Query {
-    Command(redis::Cmd),
-    Pipeline(redis::Pipeline),
-    Script(redis::ScriptInvocation<'static>),
-}
-
-const LEASE_GRANTED: i64 = 1;
-const LEASE_HELD_ELSEWHERE: i64 = 0;
-
-/// KEYS: entry, revocation, lease. ARGV: lessee, hold in milliseconds. Returns the entry, the
-/// revocation and 1 (lease granted), 0 (held by another) or -1 (not asked: something was found).
-static LOOKUP_OR_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-local found = redis.call('MGET', KEYS[1], KEYS[2])
-if found[1] or found[2] then return {found[1], found[2], -1} end
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, false, 1} end
-return {false, false, 0}
-"#,
-    )
-});
-
-/// KEYS: lease. ARGV: lessee. Deletes the lease only while `lessee` holds it.
-static RELEASE_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#,
-    )
-});
-
-fn hold_millis(hold: Duration) -> u64 {
-    u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn parse_lookup(entry: Option<Vec<u8>>, revoked_until: Option<i64>, now: UnixTime) -> Lookup {
-    Lookup {
-        // An entry of another version or shape is a miss, to be overwritten.
-        entry: entry.and_then(|bytes| serde_json::from_slice(&bytes).ok()),
-        revoked_until: revoked_until.map(UnixTime::from_secs).filter(|until| *until > now),
-    }
-}
-
-fn command(name: &str) -> redis::Cmd {
-    redis::cmd(name)
-}
+pub use super::topology::{RedisSettings, RedisTopology};
 
 /// After a failed call, Redis is skipped for this long so requests do not each wait out a
 /// timeout; the next call after it tries again, which is how reconnection happens.
 pub const BACKOFF: Duration = Duration::from_secs(2);
 
-/// Where the shared cache lives and how long we wait for it.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    pub url: String,
-    pub prefix: String,
-    /// Bound on every call; past it, the call counts as failed.
-    pub timeout: Duration,
-    /// How long a subject's index of keys is kept (the longest an entry lives).
-    pub index_ttl: Duration,
-}
-
-/// The shared L2 cache in Redis: `{prefix}:v1:id:{upstream}:{sha256}` holds a versioned JSON
-/// entry, `{prefix}:v1:seen:…` the first sighting of a token, `{prefix}:v1:sub:{sha256(sub)}`
-/// the keys of one subject, `{prefix}:v1:revoked:{sha256}` a revocation,
-/// `{prefix}:v1:exchanged:{sha256}:{client_id}` that a client presented the token,
-/// `{prefix}:v1:lease:{upstream}:{sha256}` which replica is asking the upstream about a token,
-/// `{prefix}:v1:claim:{digest}` a one-time claim (a client assertion's `jti`), and
-/// `{prefix}:v1:invalidate` carries messages between replicas.
+/// The shared L2 cache in Redis, on any topology (see [`RedisKeys`] for the layout): a
+/// versioned JSON entry per token and upstream, the first sighting of a token, a subject's
+/// entry keys (for purges), revocations, which clients exchanged a token, one-time claims, and
+/// a channel that carries invalidations between replicas.
 pub struct RedisCache {
-    pool: Pool,
-    prefix: String,
+    connection: Arc<SharedConnection>,
+    keys: RedisKeys,
+    /// Keys of the layout before hash tags, still honoured where they can exist.
+    legacy: Option<LegacyKeys>,
     timeout: Duration,
     index_ttl: Duration,
     clock: SharedClock,
@@ -94,25 +39,58 @@ pub struct RedisCache {
     skip_until: AtomicI64,
 }
 
+/// KEYS: entry, revocation, lease, and the revocation under the old layout where one can
+/// exist. ARGV: lessee, hold in milliseconds. Answers the entry, the revocations and 1 (lease
+/// granted), 0 (held by another) or -1 (not asked: something was found). One script, so no
+/// replica takes a lease on a token whose verdict has just landed.
+const LOOKUP_OR_LEASE: &str = r#"
+local found = redis.call('MGET', KEYS[1], KEYS[2])
+local legacy = false
+if #KEYS > 3 then legacy = redis.call('GET', KEYS[4]) end
+if found[1] or found[2] or legacy then return {found[1], found[2], legacy, -1} end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, false, false, 1} end
+return {false, false, false, 0}
+"#;
+
+/// KEYS: lease. ARGV: lessee. Deletes the lease only while `lessee` holds it.
+const RELEASE_LEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+fn hold_millis(hold: Duration) -> u64 {
+    u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn lease_key(token: &TokenKeys, key: &CacheKey) -> String {
+    token.named(&format!("lease:{}", key.upstream()))
+}
+
+fn unavailable(error: impl std::fmt::Display) -> CacheError {
+    CacheError::Unavailable(error.to_string())
+}
+
+/// An entry of another version or shape is a miss, to be overwritten.
+fn decode_entry(raw: Option<Vec<u8>>) -> Option<CacheEntry> {
+    raw.and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// The later of several recorded revocations, if it is still in force at `now`.
+fn in_force(untils: impl IntoIterator<Item = Option<i64>>, now: UnixTime) -> Option<UnixTime> {
+    untils.into_iter().flatten().max().map(UnixTime::from_secs).filter(|until| *until > now)
+}
+
 impl RedisCache {
-    /// Builds the pool; no connection is made until first use, so a Redis that is down at
-    /// startup only degrades the cache.
+    /// Checks the settings and prepares the connection; none is made until first use, so a
+    /// Redis that is down at startup only degrades the cache.
     pub fn new(settings: &RedisSettings, clock: SharedClock, metrics: Metrics) -> Result<Self, CacheError> {
-        let timeout = settings.timeout;
-        let pool = Config::from_url(&settings.url)
-            .builder()
-            .map_err(|e| CacheError::Unavailable(e.to_string()))?
-            .max_size(32)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        let connector = Connector::new(settings).map_err(unavailable)?;
+        let legacy = connector.may_hold_legacy_keys().then(|| LegacyKeys::new(&settings.prefix));
         Ok(Self {
-            pool,
-            prefix: settings.prefix.clone(),
-            timeout,
+            connection: Arc::new(SharedConnection::new(connector, settings.timeout)),
+            keys: RedisKeys::new(&settings.prefix),
+            legacy,
+            timeout: settings.timeout,
             index_ttl: settings.index_ttl.max(Duration::from_secs(1)),
             clock,
             metrics,
@@ -120,91 +98,60 @@ impl RedisCache {
         })
     }
 
-    fn entry_key(&self, key: &CacheKey) -> String {
-        format!("{}:v1:id:{}", self.prefix, key.to_wire())
-    }
-
-    fn seen_key(&self, key: &CacheKey) -> String {
-        format!("{}:v1:seen:{}", self.prefix, key.to_wire())
-    }
-
-    fn revoked_key(&self, digest: &TokenDigest) -> String {
-        format!("{}:v1:revoked:{}", self.prefix, digest.to_hex())
-    }
-
-    fn exchanged_key(&self, digest: &TokenDigest, client_id: &str) -> String {
-        format!("{}:v1:exchanged:{}:{client_id}", self.prefix, digest.to_hex())
-    }
-
-    fn lease_key(&self, key: &CacheKey) -> String {
-        format!("{}:v1:lease:{}", self.prefix, key.to_wire())
-    }
-
-    fn claim_key(&self, key: &str) -> String {
-        format!("{}:v1:claim:{key}", self.prefix)
-    }
-
-    fn subject_key(&self, subject_digest_hex: &str) -> String {
-        format!("{}:v1:sub:{subject_digest_hex}", self.prefix)
+    /// Where things live in this cache's Redis.
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
     }
 
     pub fn channel(&self) -> String {
-        format!("{}:v1:invalidate", self.prefix)
+        self.keys.channel()
     }
 
-    /// Adds the writes that store `entry` to `pipe`; false when there is nothing to store.
-    fn add_put(
+    /// The commands that store `entry` under `token`'s keys: one for the token's slot, and
+    /// those for its subject's index.
+    fn put_commands(
         &self,
-        pipe: &mut redis::Pipeline,
+        token: &TokenKeys,
         key: &CacheKey,
         entry: &CacheEntry,
         now: UnixTime,
-    ) -> Result<bool, CacheError> {
+    ) -> Result<Option<(Cmd, Vec<Cmd>)>, CacheError> {
         let ttl = entry.time_left(now).as_secs();
         if ttl == 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        let value = serde_json::to_vec(entry).map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        let redis_key = self.entry_key(key);
-        pipe.set_ex(&redis_key, value, ttl).ignore();
+        let value = serde_json::to_vec(entry).map_err(unavailable)?;
+        let redis_key = token.entry(key.upstream());
+        let mut index_commands = Vec::new();
         if let Some(identity) = entry.identity() {
-            let index = self.subject_key(&subject_digest(&identity.subject));
-            pipe.sadd(&index, &redis_key).ignore();
-            pipe.expire(&index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)).ignore();
+            let index = self.keys.subject(&subject_digest(&identity.subject));
+            index_commands.push(Cmd::sadd(&index, &redis_key));
+            index_commands.push(Cmd::expire(index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)));
         }
-        Ok(true)
+        Ok(Some((Cmd::set_ex(redis_key, value, ttl), index_commands)))
     }
 
-    /// Adds the record that `client_id` exchanged the token with `digest`, until `until`.
-    fn add_exchange(
-        &self,
-        pipe: &mut redis::Pipeline,
-        digest: &TokenDigest,
-        client_id: &str,
-        until: UnixTime,
-        now: UnixTime,
-    ) {
+    /// The record that `client_id` exchanged the token, until `until`.
+    fn exchange_command(token: &TokenKeys, client_id: &str, until: UnixTime, now: UnixTime) -> Cmd {
         let seconds = now.until(until).as_secs().max(1);
-        pipe.set_ex(self.exchanged_key(digest, client_id), 1, seconds).ignore();
+        Cmd::set_ex(token.exchanged(client_id), 1, seconds)
     }
 
-    /// Runs one command or pipeline within the timeout, skipping Redis during a backoff.
-    async fn run<T: redis::FromRedisValue>(&self, operation: &'static str, query: Query) -> Result<T, CacheError> {
+    /// Runs one call within the timeout, skipping Redis during a backoff.
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, CacheError> {
         if self.clock.now().as_secs() < self.skip_until.load(Ordering::Relaxed) {
             return Err(CacheError::Unavailable("backing off after a Redis failure".into()));
         }
-        let attempt = async {
-            let mut connection = self.pool.get().await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
-            let reply = match &query {
-                Query::Command(command) => command.query_async(&mut connection).await,
-                Query::Pipeline(pipeline) => pipeline.query_async(&mut connection).await,
-                Query::Script(invocation) => invocation.invoke_async(&mut connection).await,
-            };
-            reply.map_err(CacheError::Redis)
-        };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(CacheError::Unavailable("Redis timed out".into())),
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(reply) => reply.map_err(CacheError::Redis),
+            Err(_) => {
+                self.connection.forget_current();
+                Err(CacheError::Unavailable("Redis timed out".into()))
+            }
         };
         if let Err(error) = &result {
             self.metrics.redis_error(operation);
@@ -214,32 +161,92 @@ impl RedisCache {
         result
     }
 
-    /// Applies other replicas' invalidations to `local` until the process ends, reconnecting
-    /// with a pause after every failure.
-    pub async fn follow_invalidations(url: String, channel: String, local: MemoryCache, clock: SharedClock) {
+    async fn command<T: redis::FromRedisValue>(&self, operation: &'static str, command: Cmd) -> Result<T, CacheError> {
+        self.run(operation, self.connection.command(&command)).await
+    }
+
+    async fn write(&self, operation: &'static str, writes: Writes) -> Result<(), CacheError> {
+        self.run(operation, self.connection.write(writes)).await
+    }
+
+    /// The primaries to SCAN: every one of a cluster, else the one server.
+    async fn scan_targets(&self) -> Result<Vec<Option<(String, u16)>>, CacheError> {
+        if !self.connection.connector().is_cluster() {
+            return Ok(vec![None]);
+        }
+        let slots: Value = self.command("scan", redis::cmd("CLUSTER").arg("SLOTS").clone()).await?;
+        let primaries = cluster_primaries(&slots);
+        if primaries.is_empty() {
+            return Err(CacheError::Unavailable("CLUSTER SLOTS named no primary".into()));
+        }
+        Ok(primaries.into_iter().map(Some).collect())
+    }
+
+    /// Every key matching `pattern` on one server (or one cluster node).
+    async fn scan(&self, node: Option<&(String, u16)>, pattern: &str) -> Result<Vec<String>, CacheError> {
+        let mut cursor = 0u64;
+        let mut found = Vec::new();
         loop {
-            if let Err(error) = Self::subscribe_once(&url, &channel, &local, &*clock).await {
-                tracing::warn!(%error, "Redis invalidation channel lost; reconnecting");
+            let scan = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(500).clone();
+            let (next, keys): (u64, Vec<String>) = match node {
+                Some(node) => {
+                    let reply = self.run("scan", self.connection.command_on(node, scan)).await?;
+                    redis::from_redis_value(reply).map_err(unavailable)?
+                }
+                None => self.command("scan", scan).await?,
+            };
+            found.extend(keys);
+            if next == 0 {
+                return Ok(found);
             }
-            clock.sleep(BACKOFF).await;
+            cursor = next;
         }
     }
 
-    async fn subscribe_once(
-        url: &str,
+    /// Applies other replicas' invalidations to `local` until the process ends, subscribing
+    /// again (through the topology: a new primary, another node) after a pause whenever the
+    /// subscription is lost. Shares this cache's connection, so that a new primary named by
+    /// Sentinel replaces it at once.
+    pub fn follow_invalidations(
+        &self,
+        local: MemoryCache,
+        clock: SharedClock,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let connection = self.connection.clone();
+        let channel = self.keys.channel();
+        async move {
+            loop {
+                if let Err(error) = Self::follow_once(&connection, &channel, &local, &*clock).await {
+                    tracing::warn!(%error, "Redis invalidation channel lost; subscribing again");
+                }
+                clock.sleep(BACKOFF).await;
+            }
+        }
+    }
+
+    async fn follow_once(
+        connection: &SharedConnection,
         channel: &str,
         local: &MemoryCache,
         clock: &dyn Clock,
     ) -> redis::RedisResult<()> {
-        let client = redis::Client::open(url)?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
+        let mut subscription = connection.subscribe(channel).await?;
         // Whatever was published while we were not listening is lost: start from Redis again.
         local.drop_all_entries();
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            let Ok(payload) = message.get_payload::<String>() else { continue };
-            match serde_json::from_str::<Invalidation>(&payload) {
+        while let Some(notice) = subscription.next().await {
+            let payload = match notice {
+                Notice::Message(payload) => payload,
+                Notice::Gap => {
+                    local.drop_all_entries();
+                    continue;
+                }
+                Notice::PrimaryMoved => {
+                    tracing::warn!("Sentinel named a new Redis primary; reconnecting");
+                    connection.forget_current();
+                    return Ok(());
+                }
+            };
+            match serde_json::from_slice::<Invalidation>(&payload) {
                 Ok(Invalidation::Revoke { digest, until }) => {
                     if let Some(digest) = TokenDigest::from_hex(&digest) {
                         let _ = local.revoke(&digest, until, clock.now()).await;
@@ -255,23 +262,45 @@ impl RedisCache {
     }
 }
 
+/// The `(host, port)` of every primary in a `CLUSTER SLOTS` reply.
+fn cluster_primaries(slots: &Value) -> Vec<(String, u16)> {
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    };
+    let mut primaries = Vec::new();
+    let Value::Array(ranges) = slots else { return primaries };
+    for range in ranges {
+        let Value::Array(fields) = range else { continue };
+        let Some(Value::Array(primary)) = fields.get(2) else { continue };
+        let (Some(host), Some(Value::Int(port))) = (primary.first().and_then(text), primary.get(1)) else { continue };
+        let Ok(port) = u16::try_from(*port) else { continue };
+        if !primaries.contains(&(host.clone(), port)) {
+            primaries.push((host, port));
+        }
+    }
+    primaries
+}
+
 #[async_trait]
 impl IdentityCache for RedisCache {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, CacheError> {
-        let redis_key = self.entry_key(key);
-        let raw: Option<Vec<u8>> = self.run("get", Query::Command(command("GET").arg(&redis_key).clone())).await?;
-        // An entry of another version or shape is a miss, to be overwritten.
-        Ok(raw.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+        let raw: Option<Vec<u8>> = self.command("get", Cmd::get(self.keys.entry(key))).await?;
+        Ok(decode_entry(raw))
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
-        let mut pipe = redis::pipe();
-        if self.add_put(&mut pipe, key, entry, now)? {
-            let () = self.run("put", Query::Pipeline(pipe)).await?;
-        }
-        Ok(())
+        let token = self.keys.token(key.digest());
+        let Some((set, index)) = self.put_commands(&token, key, entry, now)? else { return Ok(()) };
+        let mut writes = Writes::default();
+        writes.group([set]);
+        writes.group(index);
+        self.write("put", writes).await
     }
 
+    /// The entry and the holder share the token's slot: one pipeline, beside the subject's
+    /// index in its own slot (sent at the same time on a cluster).
     async fn put_with_holder(
         &self,
         key: &CacheKey,
@@ -280,56 +309,92 @@ impl IdentityCache for RedisCache {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<(), CacheError> {
-        let mut pipe = redis::pipe();
-        self.add_put(&mut pipe, key, entry, now)?;
-        self.add_exchange(&mut pipe, key.digest(), holder, until, now);
-        self.run("put", Query::Pipeline(pipe)).await
+        let token = self.keys.token(key.digest());
+        let exchanged = Self::exchange_command(&token, holder, until, now);
+        let mut writes = Writes::default();
+        match self.put_commands(&token, key, entry, now)? {
+            Some((set, index)) => {
+                writes.group([set, exchanged]);
+                writes.group(index);
+            }
+            None => writes.group([exchanged]),
+        }
+        self.write("put", writes).await
     }
 
     async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
-        let redis_keys: Vec<String> = keys.iter().map(|k| self.entry_key(k)).collect();
-        self.run("remove", Query::Command(command("DEL").arg(&redis_keys).clone())).await
+        let redis_keys: Vec<String> = keys.iter().map(|k| self.keys.entry(k)).collect();
+        self.command("remove", Cmd::del(&redis_keys)).await
     }
 
     async fn first_seen(&self, key: &CacheKey, now: UnixTime, remember_for: Duration) -> Result<UnixTime, CacheError> {
-        let redis_key = self.seen_key(key);
         let remember = remember_for.as_secs().max(1);
         // SET NX GET: records `now` unless a sighting exists, and returns the earlier one.
-        let set =
-            command("SET").arg(&redis_key).arg(now.as_secs()).arg("NX").arg("GET").arg("EX").arg(remember).clone();
-        let earlier: Option<i64> = self.run("first_seen", Query::Command(set)).await?;
+        let set = redis::cmd("SET")
+            .arg(self.keys.token(key.digest()).seen(key.upstream()))
+            .arg(now.as_secs())
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(remember)
+            .clone();
+        let earlier: Option<i64> = match &self.legacy {
+            Some(legacy) => {
+                let mut pipe = redis::pipe();
+                pipe.add_command(Cmd::get(legacy.seen(key))).add_command(set);
+                let (legacy, current): (Option<i64>, Option<i64>) =
+                    self.run("first_seen", self.connection.pipeline(&pipe)).await?;
+                legacy.into_iter().chain(current).min()
+            }
+            None => self.command("first_seen", set).await?,
+        };
         Ok(earlier.map_or(now, UnixTime::from_secs))
     }
 
     async fn claim_once(&self, key: &str, until: UnixTime, now: UnixTime) -> Result<bool, CacheError> {
         let seconds = now.until(until).as_secs().max(1);
-        let set = command("SET").arg(self.claim_key(key)).arg(until.as_secs()).arg("NX").arg("EX").arg(seconds).clone();
+        let set =
+            redis::cmd("SET").arg(self.keys.claim(key)).arg(until.as_secs()).arg("NX").arg("EX").arg(seconds).clone();
         // SET NX answers OK when it stored the key and nil when the key was there already.
-        let stored: Option<String> = self.run("claim_once", Query::Command(set)).await?;
+        let stored: Option<String> = self.command("claim_once", set).await?;
         Ok(stored.is_some())
     }
 
+    /// Also under the old key where one can exist, so replicas not yet upgraded refuse it too.
     async fn revoke(&self, digest: &TokenDigest, until: UnixTime, now: UnixTime) -> Result<(), CacheError> {
         let seconds = now.until(until).as_secs().max(1);
-        let set = command("SET").arg(self.revoked_key(digest)).arg(until.as_secs()).arg("EX").arg(seconds).clone();
-        self.run("revoke", Query::Command(set)).await
+        let mut writes = Writes::default();
+        writes.group([Cmd::set_ex(self.keys.revoked(digest), until.as_secs(), seconds)]);
+        if let Some(legacy) = &self.legacy {
+            writes.group([Cmd::set_ex(legacy.revoked(digest), until.as_secs(), seconds)]);
+        }
+        self.write("revoke", writes).await
     }
 
     async fn revoked_until(&self, digest: &TokenDigest, now: UnixTime) -> Result<Option<UnixTime>, CacheError> {
-        let until: Option<i64> =
-            self.run("is_revoked", Query::Command(command("GET").arg(self.revoked_key(digest)).clone())).await?;
-        Ok(until.map(UnixTime::from_secs).filter(|until| *until > now))
+        let mut keys = vec![self.keys.revoked(digest)];
+        keys.extend(self.legacy.as_ref().map(|legacy| legacy.revoked(digest)));
+        let untils: Vec<Option<i64>> = self.command("is_revoked", Cmd::mget(&keys)).await?;
+        Ok(in_force(untils, now))
     }
 
-    /// Entry and revocation in one round trip.
+    /// Entry and revocation in one round trip: they share the token's slot.
     async fn lookup(&self, key: &CacheKey, now: UnixTime) -> Result<Lookup, CacheError> {
-        let mget = command("MGET").arg(self.entry_key(key)).arg(self.revoked_key(key.digest())).clone();
-        let (entry, until): (Option<Vec<u8>>, Option<i64>) = self.run("lookup", Query::Command(mget)).await?;
-        Ok(parse_lookup(entry, until, now))
+        let token = self.keys.token(key.digest());
+        let mut mget = redis::cmd("MGET");
+        mget.arg(token.entry(key.upstream())).arg(token.revoked());
+        if let Some(legacy) = &self.legacy {
+            mget.arg(legacy.revoked(key.digest()));
+        }
+        let (entry, revoked, legacy_revoked): (Option<Vec<u8>>, Option<i64>, Option<i64>) = if self.legacy.is_some() {
+            self.command("lookup", mget).await?
+        } else {
+            let (entry, revoked) = self.command("lookup", mget).await?;
+            (entry, revoked, None)
+        };
+        Ok(Lookup { entry: decode_entry(entry), revoked_until: in_force([revoked, legacy_revoked], now) })
     }
 
-    /// Entry, revocation and, when both are missing, `SET NX PX` of the lease: one script, so
-    /// no replica can take a lease on a token whose verdict has just landed.
     async fn lookup_or_lease(
         &self,
         key: &CacheKey,
@@ -337,30 +402,32 @@ impl IdentityCache for RedisCache {
         hold: Duration,
         now: UnixTime,
     ) -> Result<(Lookup, Lease), CacheError> {
-        let mut invocation = LOOKUP_OR_LEASE.prepare_invoke();
-        invocation.key(self.entry_key(key)).key(self.revoked_key(key.digest())).key(self.lease_key(key));
-        invocation.arg(lessee).arg(hold_millis(hold));
-        let (entry, until, leased): (Option<Vec<u8>>, Option<i64>, i64) =
-            self.run("lookup_or_lease", Query::Script(invocation)).await?;
+        let token = self.keys.token(key.digest());
+        let mut keys = vec![token.entry(key.upstream()), token.revoked(), lease_key(&token, key)];
+        keys.extend(self.legacy.as_ref().map(|legacy| legacy.revoked(key.digest())));
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(LOOKUP_OR_LEASE).arg(keys.len()).arg(&keys).arg(lessee).arg(hold_millis(hold));
+        let (entry, revoked, legacy_revoked, leased): (Option<Vec<u8>>, Option<i64>, Option<i64>, i64) =
+            self.command("lookup_or_lease", eval).await?;
         let lease = match leased {
-            LEASE_GRANTED => Lease::Granted,
-            LEASE_HELD_ELSEWHERE => Lease::HeldElsewhere,
+            1 => Lease::Granted,
+            0 => Lease::HeldElsewhere,
             _ => Lease::NotAsked,
         };
-        Ok((parse_lookup(entry, until, now), lease))
+        Ok((Lookup { entry: decode_entry(entry), revoked_until: in_force([revoked, legacy_revoked], now) }, lease))
     }
 
     async fn take_lease(&self, key: &CacheKey, lessee: &str, hold: Duration) -> Result<Lease, CacheError> {
-        let set =
-            command("SET").arg(self.lease_key(key)).arg(lessee).arg("NX").arg("PX").arg(hold_millis(hold)).clone();
-        let stored: Option<String> = self.run("take_lease", Query::Command(set)).await?;
+        let lease = lease_key(&self.keys.token(key.digest()), key);
+        let set = redis::cmd("SET").arg(lease).arg(lessee).arg("NX").arg("PX").arg(hold_millis(hold)).clone();
+        let stored: Option<String> = self.command("take_lease", set).await?;
         Ok(if stored.is_some() { Lease::Granted } else { Lease::HeldElsewhere })
     }
 
     async fn release_lease(&self, key: &CacheKey, lessee: &str) -> Result<(), CacheError> {
-        let mut invocation = RELEASE_LEASE.prepare_invoke();
-        invocation.key(self.lease_key(key)).arg(lessee);
-        let _released: i64 = self.run("release_lease", Query::Script(invocation)).await?;
+        let lease = lease_key(&self.keys.token(key.digest()), key);
+        let release = redis::cmd("EVAL").arg(RELEASE_LEASE).arg(1).arg(lease).arg(lessee).clone();
+        let _released: i64 = self.command("release_lease", release).await?;
         Ok(())
     }
 
@@ -371,72 +438,85 @@ impl IdentityCache for RedisCache {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<(), CacheError> {
-        let mut pipe = redis::pipe();
-        self.add_exchange(&mut pipe, digest, client_id, until, now);
-        self.run("record_exchange", Query::Pipeline(pipe)).await
+        self.command("record_exchange", Self::exchange_command(&self.keys.token(digest), client_id, until, now)).await
     }
 
     async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
-        let exists = command("EXISTS").arg(self.exchanged_key(digest, client_id)).clone();
-        self.run("was_exchanged_by", Query::Command(exists)).await
+        let mut keys = vec![self.keys.exchanged(digest, client_id)];
+        keys.extend(self.legacy.as_ref().map(|legacy| legacy.exchanged(digest, client_id)));
+        let found: u64 = self.command("was_exchanged_by", Cmd::exists(&keys)).await?;
+        Ok(found > 0)
     }
 
-    /// A SCAN over the upstream's entries: rare (a configuration reload), never on a request.
+    /// A SCAN of every primary for the upstream's entries: rare (a configuration reload),
+    /// never on a request.
     async fn remove_upstream(&self, upstream: &str) -> Result<u64, CacheError> {
-        let escaped: String = upstream
-            .chars()
-            .flat_map(|c| if matches!(c, '*' | '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] })
-            .collect();
-        let pattern = format!("{}:v1:id:{escaped}:*", self.prefix);
-        let mut cursor = 0u64;
+        let pattern = self.keys.upstream_entries_pattern(upstream);
         let mut removed = 0;
-        loop {
-            let scan = command("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
-            let (next, keys): (u64, Vec<String>) = self.run("remove_upstream", Query::Command(scan)).await?;
-            if !keys.is_empty() {
-                let deleted: u64 =
-                    self.run("remove_upstream", Query::Command(command("DEL").arg(&keys).clone())).await?;
+        for node in self.scan_targets().await? {
+            let keys = self.scan(node.as_ref(), &pattern).await?;
+            for batch in keys.chunks(500) {
+                let deleted: u64 = self.command("remove_upstream", Cmd::del(batch)).await?;
                 removed += deleted;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
-    }
-
-    async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
-        let digest = subject_digest(subject);
-        let index = self.subject_key(&digest);
-        let members: Vec<String> = self.run("purge", Query::Command(command("SMEMBERS").arg(&index).clone())).await?;
-        let mut removed = 0;
-        for redis_key in members {
-            let raw: Option<Vec<u8>> =
-                self.run("purge", Query::Command(command("GET").arg(&redis_key).clone())).await?;
-            let entry = raw.and_then(|bytes| serde_json::from_slice::<CacheEntry>(&bytes).ok());
-            if entry.is_some_and(|e| is_entry_of_subject(&e, issuer, &digest)) {
-                let () = self.run("purge", Query::Command(command("DEL").arg(&redis_key).clone())).await?;
-                removed += 1;
-            }
-        }
-        if issuer.is_none() {
-            let () = self.run("purge", Query::Command(command("DEL").arg(&index).clone())).await?;
         }
         Ok(removed)
     }
 
+    async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
+        let digest = subject_digest(subject);
+        let index = self.keys.subject(&digest);
+        let members: Vec<String> = self.command("purge", Cmd::smembers(&index)).await?;
+        let mut doomed = Vec::new();
+        if !members.is_empty() {
+            let entries: Vec<Option<Vec<u8>>> = self.command("purge", Cmd::mget(&members)).await?;
+            for (redis_key, raw) in members.into_iter().zip(entries) {
+                if decode_entry(raw).is_some_and(|e| is_entry_of_subject(&e, issuer, &digest)) {
+                    doomed.push(redis_key);
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            let () = self.command("purge", Cmd::del(&doomed)).await?;
+        }
+        if issuer.is_none() {
+            let () = self.command("purge", Cmd::del(&index)).await?;
+        }
+        Ok(u64::try_from(doomed.len()).unwrap_or(u64::MAX))
+    }
+
     async fn publish(&self, invalidation: &Invalidation) -> Result<(), CacheError> {
-        let message = serde_json::to_string(invalidation).map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        let channel = self.channel();
-        self.run("publish", Query::Command(command("PUBLISH").arg(&channel).arg(&message).clone())).await
+        let message = serde_json::to_string(invalidation).map_err(unavailable)?;
+        self.command("publish", Cmd::publish(self.keys.channel(), message)).await
     }
 
     async fn is_healthy(&self) -> bool {
         // A health probe must not wait for the backoff to end, nor start one.
-        let probe = async {
-            let mut connection = self.pool.get().await.ok()?;
-            redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
+        let ping = redis::cmd("PING");
+        let probe = self.connection.command::<String>(&ping);
+        matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Ok(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn cluster_slots_name_each_primary_once() {
+        let range = |start, end, port| {
+            Value::Array(vec![
+                Value::Int(start),
+                Value::Int(end),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(port), bulk("id")]),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(port + 100), bulk("replica")]),
+            ])
         };
-        matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Some(_)))
+        let slots = Value::Array(vec![range(0, 100, 7000), range(101, 200, 7001), range(201, 300, 7000)]);
+        assert_eq!(cluster_primaries(&slots), vec![("127.0.0.1".to_owned(), 7000), ("127.0.0.1".to_owned(), 7001)]);
     }
 }

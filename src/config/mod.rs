@@ -121,11 +121,23 @@ pub struct CacheSettings {
     /// Safety margin subtracted from a token's expiry before caching it.
     #[serde(with = "crate::clock::written")]
     pub expiry_leeway: Duration,
-    /// Shared L2 cache; none means in-process only.
+    /// Shared L2 cache; none means in-process only. `redis://` or `rediss://` for one server,
+    /// `redis+sentinel://` or `rediss+sentinel://` for a primary found through Sentinel.
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     #[serde(with = "crate::clock::written")]
     pub redis_timeout: Duration,
+    /// A Redis Cluster's seed nodes (URLs), instead of `redis_url`.
+    pub redis_cluster_nodes: Vec<String>,
+    /// Sentinels (`host:port` or URLs) that name the primary `redis_sentinel_master`, instead
+    /// of `redis_url`.
+    pub redis_sentinels: Vec<String>,
+    pub redis_sentinel_master: Option<String>,
+    /// ACL user and password for the Redis data nodes; they win over credentials in URLs.
+    pub redis_username: Option<String>,
+    pub redis_password: Option<crate::vocabulary::ClientSecret>,
+    /// PEM file of the CA that signed the Redis servers' TLS certificates, when not a public one.
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -177,6 +189,12 @@ impl Default for CacheSettings {
             redis_url: None,
             redis_prefix: "token-exchange".into(),
             redis_timeout: Duration::from_millis(250),
+            redis_cluster_nodes: Vec::new(),
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: None,
+            redis_username: None,
+            redis_password: None,
+            redis_tls_ca_file: None,
         }
     }
 }
@@ -300,13 +318,26 @@ impl Settings {
         }
     }
 
-    /// The shared cache, when one is configured.
+    /// The shared cache, when one is configured: a Cluster, Sentinel, or `redis_url`.
     pub fn redis(&self) -> Option<crate::cache::RedisSettings> {
-        self.cache.redis_url.as_ref().map(|url| crate::cache::RedisSettings {
-            url: url.clone(),
-            prefix: self.cache.redis_prefix.clone(),
-            timeout: self.cache.redis_timeout,
-            index_ttl: self.cache.max_ttl,
+        use crate::cache::RedisTopology;
+        let cache = &self.cache;
+        let topology = if !cache.redis_cluster_nodes.is_empty() {
+            RedisTopology::Cluster { nodes: cache.redis_cluster_nodes.clone() }
+        } else if !cache.redis_sentinels.is_empty() {
+            let master = cache.redis_sentinel_master.clone().unwrap_or_default();
+            RedisTopology::Sentinel { sentinels: cache.redis_sentinels.clone(), master }
+        } else {
+            RedisTopology::Url(cache.redis_url.clone()?)
+        };
+        Some(crate::cache::RedisSettings {
+            topology,
+            username: cache.redis_username.clone(),
+            password: cache.redis_password.clone(),
+            tls_ca_file: cache.redis_tls_ca_file.clone(),
+            prefix: cache.redis_prefix.clone(),
+            timeout: cache.redis_timeout,
+            index_ttl: cache.max_ttl,
         })
     }
 

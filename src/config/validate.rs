@@ -81,6 +81,7 @@ impl Settings {
         if self.cache.redis_timeout.is_zero() {
             fail("cache.redis_timeout".into(), "must be greater than zero");
         }
+        self.validate_redis(&mut fail);
         if self.cache.max_entries == 0 {
             fail("cache.max_entries".into(), "must be at least 1");
         }
@@ -88,6 +89,45 @@ impl Settings {
         self.validate_clients(&mut fail);
         self.validate_routes(&mut fail);
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// One topology at most, written so that it can be used; a prefix that cannot break the
+    /// hash tags every token's keys share.
+    fn validate_redis(&self, fail: &mut impl FnMut(String, &str)) {
+        let cache = &self.cache;
+        let chosen =
+            [cache.redis_url.is_some(), !cache.redis_cluster_nodes.is_empty(), !cache.redis_sentinels.is_empty()];
+        if chosen.iter().filter(|set| **set).count() > 1 {
+            fail("cache.redis_url".into(), "only one of redis_url, redis_cluster_nodes and redis_sentinels may be set");
+            return;
+        }
+        if cache.redis_sentinels.is_empty() != cache.redis_sentinel_master.is_none() {
+            fail("cache.redis_sentinel_master".into(), "goes with redis_sentinels, and they with it");
+            return;
+        }
+        if cache.redis_prefix.is_empty() || cache.redis_prefix.contains(['{', '}']) {
+            fail(
+                "cache.redis_prefix".into(),
+                "must be non-empty and hold no { or } (they mark Redis Cluster hash tags)",
+            );
+        }
+        let Some(redis) = self.redis() else { return };
+        let key = if !cache.redis_cluster_nodes.is_empty() {
+            "cache.redis_cluster_nodes"
+        } else if !cache.redis_sentinels.is_empty() {
+            "cache.redis_sentinels"
+        } else {
+            "cache.redis_url"
+        };
+        if let Some(path) = &cache.redis_tls_ca_file
+            && !path.is_file()
+        {
+            fail("cache.redis_tls_ca_file".into(), "is not a readable file");
+            return;
+        }
+        if let Err(error) = crate::cache::check_redis_topology(&redis) {
+            fail(key.into(), &error.to_string());
+        }
     }
 
     fn validate_upstreams(&self, fail: &mut impl FnMut(String, &str)) {

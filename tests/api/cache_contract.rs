@@ -1,9 +1,10 @@
-//! One contract for every IdentityCache implementation: in-process and Redis.
+//! One contract for every IdentityCache implementation: in-process, and Redis in each
+//! topology (one server, a Cluster, a primary behind Sentinel).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use token_exchange::cache::{CacheEntry, CacheKey, IdentityCache, MemoryCache, RedisCache, RedisSettings};
+use token_exchange::cache::{CacheEntry, CacheKey, IdentityCache, MemoryCache, RedisCache};
 use token_exchange::clock::{FixedClock, UnixTime};
 use token_exchange::metrics::Metrics;
 use token_exchange::vocabulary::{SubjectToken, ValidatedIdentity};
@@ -33,10 +34,13 @@ fn key(token: &str) -> CacheKey {
 
 fn implementations() -> Vec<(&'static str, Arc<dyn IdentityCache>)> {
     init_test_log();
-    let settings = RedisSettings { url: redis_url(), prefix: random_prefix(), timeout: secs(1), index_ttl: secs(3600) };
-    let clock = FixedClock::at(NOW.as_secs());
-    let redis = RedisCache::new(&settings, Arc::new(clock), Metrics::new()).unwrap();
-    vec![("memory", Arc::new(MemoryCache::new(1000))), ("redis", Arc::new(redis))]
+    let mut caches: Vec<(&'static str, Arc<dyn IdentityCache>)> = vec![("memory", Arc::new(MemoryCache::new(1000)))];
+    for (name, mut settings) in redis_topologies(&random_prefix()) {
+        settings.timeout = secs(1);
+        let clock = FixedClock::at(NOW.as_secs());
+        caches.push((name, Arc::new(RedisCache::new(&settings, Arc::new(clock), Metrics::new()).unwrap())));
+    }
+    caches
 }
 
 #[tokio::test]
@@ -88,5 +92,56 @@ async fn removing_a_subject_drops_only_its_entries() {
 
         assert_eq!(cache.get(&key("a1")).await.unwrap(), None, "{name}");
         assert_eq!(cache.get(&key("b1")).await.unwrap(), Some(bob), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_is_read_back_with_the_entry() {
+    for (name, cache) in implementations() {
+        let entry = CacheEntry::valid(identity("alice", "https://idp"), NOW + secs(60));
+        cache.put(&key("r1"), &entry, NOW).await.unwrap();
+        cache.revoke(key("r1").digest(), NOW + secs(300), NOW).await.unwrap();
+
+        let lookup = cache.lookup(&key("r1"), NOW).await.unwrap();
+        assert_eq!(lookup.revoked_until, Some(NOW + secs(300)), "{name}");
+        assert_eq!(lookup.entry, Some(entry), "{name}");
+        assert!(!cache.is_revoked(key("r2").digest(), NOW).await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_holder_written_with_an_entry_may_revoke_and_no_other_client() {
+    for (name, cache) in implementations() {
+        let entry = CacheEntry::valid(identity("alice", "https://idp"), NOW + secs(60));
+        cache.put_with_holder(&key("h1"), &entry, "gateway", NOW + secs(600), NOW).await.unwrap();
+
+        assert!(cache.was_exchanged_by(key("h1").digest(), "gateway").await.unwrap(), "{name}");
+        assert!(!cache.was_exchanged_by(key("h1").digest(), "other").await.unwrap(), "{name}");
+        assert_eq!(cache.get(&key("h1")).await.unwrap(), Some(entry), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn removing_an_upstream_drops_its_entries_wherever_they_live() {
+    for (name, cache) in implementations() {
+        // Forty tokens land on every primary of a cluster.
+        let entry = CacheEntry::rejected("no", NOW + secs(60));
+        for i in 0..40 {
+            cache.put(&key(&format!("u{i}")), &entry, NOW).await.unwrap();
+        }
+        let other = CacheKey::new("other", SubjectToken::new("u0".into()).digest());
+        cache.put(&other, &entry, NOW).await.unwrap();
+
+        assert_eq!(cache.remove_upstream("idp").await.unwrap(), 40, "{name}");
+        assert_eq!(cache.get(&key("u7")).await.unwrap(), None, "{name}");
+        assert_eq!(cache.get(&other).await.unwrap(), Some(entry), "{name}: another upstream's verdict");
+    }
+}
+
+#[tokio::test]
+async fn a_one_time_claim_is_granted_once() {
+    for (name, cache) in implementations() {
+        assert!(cache.claim_once("jti-1", NOW + secs(60), NOW).await.unwrap(), "{name}");
+        assert!(!cache.claim_once("jti-1", NOW + secs(60), NOW).await.unwrap(), "{name}");
     }
 }

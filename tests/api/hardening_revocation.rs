@@ -25,7 +25,7 @@ async fn revoke_as(app: &TestApp, client_id: &str, secret: &str, token: &str) ->
 }
 
 fn revoked_key(app: &TestApp, token: &str) -> String {
-    format!("{}:v1:revoked:{}", app.redis_prefix(), sha256_hex(token))
+    redis_revoked_key(app.redis_prefix(), token)
 }
 
 // ---- Finding 1 (high): a revocation is read back from Redis, not only written there ----
@@ -137,7 +137,7 @@ async fn revoking_tokens_never_seen_writes_nothing_to_redis() {
         assert_eq!(revoke_as(&app, CLIENT_ID, CLIENT_SECRET, token).await.status(), 200, "RFC 7009 §2.2");
     }
 
-    let revoked = redis_keys(&format!("{}:v1:revoked:*", app.redis_prefix())).await;
+    let revoked = redis_keys(&format!("{}:*revoked*", app.redis_prefix())).await;
     assert!(revoked.is_empty(), "no revocation keys: {revoked:?}");
     let all = redis_keys(&format!("{}:*", app.redis_prefix())).await;
     for token in &tokens {

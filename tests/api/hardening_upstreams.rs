@@ -194,7 +194,7 @@ async fn an_unknown_kid_inside_the_refetch_cooldown_is_neither_remembered_nor_sh
         assert!(retry_after.is_some_and(|s| (1..=30).contains(&s)), "Retry-After {retry_after:?}: the next fetch");
     }
     let mut redis = redis_connection().await;
-    let entry = |token: &str| format!("{}:v1:id:idp:{}", first.redis_prefix(), sha256_hex(token));
+    let entry = |token: &str| redis_entry_key(first.redis_prefix(), "idp", token);
     assert!(redis.exists::<_, bool>(entry(&before_rotation)).await.unwrap(), "verdicts are shared under this key");
     assert!(!redis.exists::<_, bool>(entry(&rotated)).await.unwrap(), "nothing was shared about the new kid");
 

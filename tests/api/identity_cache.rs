@@ -11,7 +11,7 @@ use wiremock::ResponseTemplate;
 use crate::helpers::*;
 
 fn redis_key(prefix: &str, upstream: &str, token: &str) -> String {
-    format!("{prefix}:v1:id:{upstream}:{}", sha256_hex(token))
+    redis_entry_key(prefix, upstream, token)
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ mod opaque_subjects;
 mod openapi;
 mod private_key_jwt;
 mod rate_limits;
+mod redis_topologies;
 mod reload;
 mod revocation;
 mod signed_answers;

@@ -25,8 +25,9 @@ pub use logging::init_test_log;
 pub use metrics::MetricsText;
 pub use poll::eventually;
 pub use storage::{
-    TestDatabase, lease_key, postgres_admin_url, random_prefix, redis_connection, redis_keys, redis_url, sha256_hex,
-    test_kek_file,
+    TestDatabase, lease_key, postgres_admin_url, random_prefix, redis_acl, redis_cluster_nodes, redis_connection,
+    redis_entry_key, redis_keys, redis_revoked_key, redis_sentinel_failover_master, redis_sentinels, redis_tls,
+    redis_topologies, redis_url, sha256_hex, test_kek_file,
 };
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use sqlx::Connection as _;
+use token_exchange::cache::{RedisSettings, RedisTopology};
 
 /// `TEST_POSTGRES_URL`: a PostgreSQL server and a database to connect to while creating and
 /// dropping the tests' databases (scripts/test sets it).
@@ -15,6 +16,53 @@ pub fn postgres_admin_url() -> String {
 /// `TEST_REDIS_URL`: the Redis server tests share, each under its own prefix.
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test, which starts it"))
+}
+
+/// `TEST_REDIS_CLUSTER_URLS`: seed nodes of the three-primary Redis Cluster scripts/test starts.
+pub fn redis_cluster_nodes() -> Vec<String> {
+    required_env("TEST_REDIS_CLUSTER_URLS").split(',').map(str::to_owned).collect()
+}
+
+/// `TEST_REDIS_SENTINEL_URLS` and `TEST_REDIS_SENTINEL_MASTER`: the three sentinels
+/// scripts/test starts and the name they watch a primary and its replica under.
+pub fn redis_sentinels() -> (Vec<String>, String) {
+    let sentinels = required_env("TEST_REDIS_SENTINEL_URLS").split(',').map(str::to_owned).collect();
+    (sentinels, required_env("TEST_REDIS_SENTINEL_MASTER"))
+}
+
+/// `TEST_REDIS_SENTINEL_FAILOVER_MASTER`: a second group the same sentinels watch, for the
+/// one test that fails it over (the others keep a steady primary).
+pub fn redis_sentinel_failover_master() -> String {
+    required_env("TEST_REDIS_SENTINEL_FAILOVER_MASTER")
+}
+
+/// A Redis that knows only one ACL user: its URL (no credentials), user and password.
+pub fn redis_acl() -> (String, String, String) {
+    (required_env("TEST_REDIS_ACL_URL"), required_env("TEST_REDIS_ACL_USER"), required_env("TEST_REDIS_ACL_PASSWORD"))
+}
+
+/// The same server over TLS: its `rediss://` URL and the private CA that signed its certificate.
+pub fn redis_tls() -> (String, std::path::PathBuf) {
+    (required_env("TEST_REDIS_TLS_URL"), required_env("TEST_REDIS_TLS_CA").into())
+}
+
+/// Settings for Redis in each topology the service supports, under `prefix`: one server,
+/// a Cluster, and a primary behind Sentinel (written as a `redis+sentinel://` URL).
+pub fn redis_topologies(prefix: &str) -> Vec<(&'static str, RedisSettings)> {
+    let (sentinels, master) = redis_sentinels();
+    let sentinel_url = format!("redis+sentinel://{}/{master}", sentinels.join(","));
+    let mut cluster = RedisSettings::standalone("", prefix);
+    cluster.topology = RedisTopology::Cluster { nodes: redis_cluster_nodes() };
+    vec![
+        ("standalone", RedisSettings::standalone(&redis_url(), prefix)),
+        ("cluster", cluster),
+        ("sentinel", RedisSettings::standalone(&sentinel_url, prefix)),
+    ]
 }
 
 /// A key prefix of its own for every test, so tests never see each other's entries.
@@ -28,6 +76,21 @@ pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("Redis reachable (see scripts/test)")
+}
+
+/// The Redis key of `upstream`'s verdict on `token`, in the layout of `cache::RedisKeys`.
+pub fn redis_entry_key(prefix: &str, upstream: &str, token: &str) -> String {
+    let key = token_exchange::cache::CacheKey::new(upstream, token_digest(token));
+    token_exchange::cache::RedisKeys::new(prefix).entry(&key)
+}
+
+/// The Redis key of `token`'s revocation.
+pub fn redis_revoked_key(prefix: &str, token: &str) -> String {
+    token_exchange::cache::RedisKeys::new(prefix).revoked(&token_digest(token))
+}
+
+fn token_digest(token: &str) -> token_exchange::vocabulary::TokenDigest {
+    token_exchange::vocabulary::SubjectToken::new(token.into()).digest()
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -149,5 +212,5 @@ pub async fn redis_keys(pattern: &str) -> Vec<String> {
 
 /// Where a replica's lease on asking `upstream` about `token` lives (the fleet's single flight).
 pub fn lease_key(prefix: &str, upstream: &str, token: &str) -> String {
-    format!("{prefix}:v1:lease:{upstream}:{}", sha256_hex(token))
+    token_exchange::cache::RedisKeys::new(prefix).token(&token_digest(token)).named(&format!("lease:{upstream}"))
 }
