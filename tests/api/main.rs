@@ -25,6 +25,7 @@ mod keys;
 mod opaque_subjects;
 mod openapi;
 mod private_key_jwt;
+mod providers;
 mod rate_limits;
 mod reload;
 mod revocation;
