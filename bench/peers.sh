@@ -65,7 +65,8 @@ ISSUER="http://127.0.0.1:$KC_PORT/realms/token-exchange"
 
 # Our service: the realm as a JWT upstream (keys through discovery), the client gateway with
 # the same secret as in Keycloak, Redis as L2, one instance with the default minted-token
-# reuse and one that signs every token, as Keycloak does.
+# reuse and one that signs every token, as Keycloak does. start_ours leaves the new server's
+# pid and port in STARTED_PID and STARTED_PORT (no subshell, so cleanup knows the pid).
 HASH=$(printf '%s' gateway-secret | "$BIN" hash-secret)
 start_ours() {
   local name=$1 reuse=$2 port
@@ -91,12 +92,15 @@ audiences = ["orders"]
 scopes = ["openid", "profile", "email"]
 TOML
   RUST_LOG=warn "$BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
-  PIDS+=("$!")
+  STARTED_PID=$!
+  STARTED_PORT=$port
+  PIDS+=("$STARTED_PID")
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  printf '%s %s\n' "$!" "$port"
 }
-read -r OURS_PID OURS_PORT < <(start_ours reuse true)
-read -r SIGNING_PID SIGNING_PORT < <(start_ours signing false)
+start_ours reuse true
+OURS_PID=$STARTED_PID OURS_PORT=$STARTED_PORT
+start_ours signing false
+SIGNING_PID=$STARTED_PID SIGNING_PORT=$STARTED_PORT
 
 # One user token of the realm's application (aud: token-exchange and gateway), exchanged by
 # the client gateway for the audience orders, at both.
