@@ -27,6 +27,7 @@ mod mixed_upstreams;
 mod opaque_subjects;
 mod openapi;
 mod private_key_jwt;
+mod providers;
 mod rate_limits;
 mod redis_topologies;
 mod reload;
