@@ -86,17 +86,9 @@ impl JwksCache {
         max_age: Duration,
         cooldown: Duration,
     ) -> Self {
-        let location = match configured_uri {
-            Some(uri) => JwksLocation::Configured(uri),
-            None => JwksLocation::Discovered(Arc::new(MetadataCache::new(
-                upstream.clone(),
-                issuer.clone(),
-                http.clone(),
-                max_age,
-                cooldown,
-            ))),
-        };
-        Self::at(upstream, issuer, location, http, max_age, cooldown)
+        // Never asked when the location is configured; then it only costs its allocation.
+        let metadata = Arc::new(MetadataCache::new(upstream.clone(), issuer.clone(), http.clone(), max_age, cooldown));
+        Self::with_metadata(upstream, issuer, configured_uri, metadata, http, max_age, cooldown)
     }
 
     /// Keys at `configured_uri`, or else where `metadata` (the issuer's) says.

@@ -191,47 +191,26 @@ async fn a_leader_that_dies_mid_call_is_replaced_when_its_lease_expires() {
         .await;
     slow_introspection(&idp, Duration::ZERO, body).await;
     let leader = leader_process(&idp, &prefix);
-    let port = leader.port;
-    let asked = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{port}/token"))
-            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-            .form(&[
-                ("grant_type", TOKEN_EXCHANGE),
-                ("subject_token", "orphan-token"),
-                ("subject_token_type", ACCESS_TOKEN),
-            ])
-            .send()
-            .await
-    });
+    let asked = tokio::spawn(exchange_orphan(format!("http://127.0.0.1:{}/token", leader.port)));
     eventually("the leader asks the upstream", async || (idp.introspections().await == 1).then_some(())).await;
 
-    let waiting = tokio::spawn({
-        let url = survivor.url("/token");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-                .form(&[
-                    ("grant_type", TOKEN_EXCHANGE),
-                    ("subject_token", "orphan-token"),
-                    ("subject_token_type", ACCESS_TOKEN),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
+    let waiting = tokio::spawn(exchange_orphan(survivor.url("/token")));
     real_pause(Duration::from_millis(200)).await;
     leader.stop(false);
     let _ = asked.await;
 
-    assert_eq!(waiting.await.unwrap(), 200);
+    assert_eq!(waiting.await.unwrap().map(|r| r.status()).unwrap(), 200);
     assert_eq!(idp.introspections().await, 2, "the dead leader's call, then the survivor's");
     let took_over =
         survivor.metrics().await.value("token_exchange_fleet_single_flight_total", &[("outcome", "took_over")]);
     assert_eq!(took_over, Some(1.0));
+}
+
+/// The exchange of the token whose leader is killed, at the `/token` of `url`.
+async fn exchange_orphan(url: String) -> reqwest::Result<reqwest::Response> {
+    let form =
+        [("grant_type", TOKEN_EXCHANGE), ("subject_token", "orphan-token"), ("subject_token_type", ACCESS_TOKEN)];
+    reqwest::Client::new().post(url).basic_auth(CLIENT_ID, Some(CLIENT_SECRET)).form(&form).send().await
 }
 
 /// `token-exchange serve` on the shared Redis prefix, with `idp`'s introspection and a lease of
