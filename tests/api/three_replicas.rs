@@ -1,4 +1,4 @@
-//! Three service processes on one Redis and one PostgreSQL, as a fleet runs them: one upstream
+//! Three service processes on one Redis Cluster and one PostgreSQL, as a fleet runs them: one upstream
 //! call per token, revocations and key rotations seen by all, and a replica killed under load
 //! leaving the others answering.
 
@@ -22,7 +22,8 @@ struct Fleet {
 
 impl Fleet {
     /// Three `token-exchange serve` processes with `idp` as JWT upstream and its introspection
-    /// as the opaque one, sharing a fresh PostgreSQL database and a Redis prefix.
+    /// as the opaque one, sharing a fresh PostgreSQL database and a prefix on the Redis Cluster
+    /// scripts/test starts (three primaries).
     async fn start(idp: &FakeIdp) -> Self {
         let database = TestDatabase::postgres().await;
         let config = format!(
@@ -30,7 +31,7 @@ impl Fleet {
              [storage]\ndatabase_url = \"{database}\"\n\
              [keys]\nencryption_key_file = \"{kek}\"\nrefresh_interval = \"1s\"\n\
              [upstream_http]\ntimeout = \"2s\"\n\
-             [cache]\nredis_url = \"{redis}\"\nredis_prefix = \"{prefix}\"\n\
+             [cache]\nredis_cluster_nodes = {nodes:?}\nredis_prefix = \"{prefix}\"\n\
              [[upstreams]]\nname = \"idp\"\nissuer = \"{issuer}\"\naudiences = [\"{UPSTREAM_AUDIENCE}\"]\n\
              jwks_uri = \"{issuer}{JWKS_PATH}\"\n\
              [[upstreams]]\nname = \"opaque\"\nissuer = \"{issuer}/opaque\"\n\
@@ -39,7 +40,7 @@ impl Fleet {
              [[clients]]\nclient_id = \"{CLIENT_ID}\"\nsecret_hash = \"{hash}\"\n",
             database = database.url(),
             kek = test_kek_file().display(),
-            redis = redis_url(),
+            nodes = redis_cluster_nodes(),
             prefix = random_prefix(),
             issuer = idp.issuer(),
             hash = secret_hash(CLIENT_SECRET),
