@@ -20,6 +20,7 @@ mod hardening_revocation;
 mod hardening_upstreams;
 mod harness;
 mod identity_cache;
+mod jwe_subjects;
 mod jwt_subjects;
 mod key_custody;
 mod keys;
