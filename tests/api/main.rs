@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod auth0_tokens;
 mod cache_contract;
 mod cli;
 mod client_auth;
@@ -20,7 +21,6 @@ mod hardening_revocation;
 mod hardening_upstreams;
 mod harness;
 mod identity_cache;
-mod jwe_subjects;
 mod jwt_subjects;
 mod key_custody;
 mod keys;
