@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod auth0_tokens;
 mod cache_contract;
 mod cli;
 mod client_auth;

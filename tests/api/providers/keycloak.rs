@@ -1,10 +1,11 @@
 //! Keycloak 26 as the upstream: its full JWT access tokens verified offline against the
 //! realm's JWKS, its lightweight ones introspected, its offline tokens refused, its
-//! administrators' decisions (a disabled user, a new signing key) followed.
+//! administrators' decisions (a disabled user, a new signing key) followed, its endpoints read
+//! from the realm's discovery document.
 
 use std::time::Duration;
 
-use super::harness::{ProviderApp, assert_refused};
+use super::harness::{ProviderApp, assert_printed, assert_refused, check_config_online, upstream_from_toml};
 use super::keycloak_server::{ALICE, APP, LIGHTWEIGHT_APP, Realm, UPSTREAM};
 
 #[tokio::test]
@@ -106,6 +107,45 @@ async fn a_keycloak_realm_key_rotation_is_picked_up_through_the_jwks_refresh() {
     assert_eq!(app.upstream_calls(UPSTREAM, "jwks").await, 2.0, "the unknown kid fetched the JWKS again");
     app.minted_claims(app.exchange_jwt(&before).await, "internal").await;
     realm.delete().await;
+}
+
+#[tokio::test]
+async fn keycloaks_introspection_endpoint_and_jwks_are_discovered_from_the_realm() {
+    let realm = Realm::shared();
+    let app = ProviderApp::spawn(vec![upstream_from_toml(&realm.discovering_mixed_upstream_toml())], |_| {}).await;
+    let full = realm.access_token(APP, ALICE).await;
+    let lightweight = realm.access_token(LIGHTWEIGHT_APP, ALICE).await;
+
+    app.minted_claims(app.exchange_jwt(&full).await, "internal").await;
+    let claims = app.minted_claims(app.exchange_jwt(&lightweight).await, "internal").await;
+
+    assert_eq!(claims["email"], "alice@example.com", "from the discovered introspection endpoint");
+    assert_eq!(app.upstream_calls(UPSTREAM, "jwks").await, 1.0);
+    assert_eq!(app.upstream_calls(UPSTREAM, "introspection").await, 1.0);
+    // Today the offline half and the introspecting half of a mixed upstream each keep a copy.
+    let discovered = app.upstream_calls(UPSTREAM, "discovery").await;
+    assert!((1.0..=2.0).contains(&discovered), "the realm's metadata read once per half: {discovered}");
+    let another = realm.access_token(LIGHTWEIGHT_APP, ALICE).await;
+    app.minted_claims(app.exchange_jwt(&another).await, "internal").await;
+    assert_eq!(app.upstream_calls(UPSTREAM, "discovery").await, discovered, "kept for metadata_max_age");
+}
+
+#[tokio::test]
+async fn check_config_online_prints_the_endpoints_discovered_in_the_keycloak_realm() {
+    let realm = Realm::shared();
+
+    let output = check_config_online(&realm.discovering_mixed_upstream_toml()).await;
+
+    let issuer = realm.issuer();
+    assert_printed(
+        &output,
+        &[
+            format!("upstream \"{UPSTREAM}\": metadata at {issuer}/.well-known/openid-configuration"),
+            format!("  jwks_uri: {} (discovered)", realm.endpoint("certs")),
+            format!("  introspection_endpoint: {} (discovered)", realm.endpoint("token/introspect")),
+            "configuration is valid; every upstream's provider agrees with it".to_owned(),
+        ],
+    );
 }
 
 /// The claims of a JWT, unverified: what the test knows the provider put in.

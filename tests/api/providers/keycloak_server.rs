@@ -66,7 +66,8 @@ impl Realm {
         format!("{}/realms/{}", self.base, self.name)
     }
 
-    fn endpoint(&self, name: &str) -> String {
+    /// The realm's OpenID Connect endpoint `name` (`token`, `token/introspect`, `certs`).
+    pub fn endpoint(&self, name: &str) -> String {
         format!("{}/protocol/openid-connect/{name}", self.issuer())
     }
 
@@ -104,24 +105,33 @@ impl Realm {
     /// One mixed upstream: a JWT of the realm with an `aud` is verified offline, one without
     /// is introspected, and only the realm's two applications may have asked for the token.
     pub fn mixed_upstream(&self) -> UpstreamSettings {
-        upstream_from_toml(&format!(
+        upstream_from_toml(&self.mixed_upstream_toml(&self.endpoint("token/introspect")))
+    }
+
+    /// The mixed upstream with its introspection endpoint, like its JWKS, read from the realm's
+    /// OpenID discovery document: the TOML of its `[[upstreams]]` entry.
+    pub fn discovering_mixed_upstream_toml(&self) -> String {
+        self.mixed_upstream_toml("discover")
+    }
+
+    fn mixed_upstream_toml(&self, introspection_endpoint: &str) -> String {
+        format!(
             r#"
             name = "{UPSTREAM}"
             issuer = "{issuer}"
             audiences = ["{client_id}"]
-            introspection_endpoint = "{endpoint}"
+            introspection_endpoint = "{introspection_endpoint}"
             client_id = "{client_id}"
             client_secret = "{client_secret}"
             accept_answers_without_audience = false
             allowed_clients = ["{app}", "{lightweight}"]
             "#,
             issuer = self.issuer(),
-            endpoint = self.endpoint("token/introspect"),
             client_id = TOKEN_EXCHANGE.0,
             client_secret = TOKEN_EXCHANGE.1,
             app = APP.0,
             lightweight = LIGHTWEIGHT_APP.0,
-        ))
+        )
     }
 
     /// The token response of the password grant: `user` signs in to `client` asking `scope`.

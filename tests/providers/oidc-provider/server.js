@@ -39,6 +39,16 @@ const configuration = {
       redirect_uris: ['http://127.0.0.1/callback'],
     },
     {
+      // An application that registered signed userinfo: the userinfo JWT's aud is this client,
+      // the one its users' access tokens are issued to.
+      client_id: 'signed-userinfo-app',
+      client_secret: 'signed-userinfo-app-secret',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/callback'],
+      userinfo_signed_response_alg: 'RS256',
+    },
+    {
       // token-exchange itself, introspecting with client_secret_basic and plain JSON answers.
       client_id: 'token-exchange',
       client_secret: 'introspector-secret',
