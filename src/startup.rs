@@ -26,7 +26,7 @@ use crate::oauth::ServerMetadata;
 use crate::rate_limit::RateLimits;
 use crate::state::{AppState, BodyLimits};
 use crate::storage::Database;
-use crate::upstream::{JwtUpstream, OpaqueUpstream, UpstreamHttp};
+use crate::upstream::{JwtUpstream, MetadataCache, OpaqueUpstream, UpstreamHttp};
 
 /// How long a client may take to send its request headers (actix answers 408 after it).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -319,17 +319,17 @@ pub fn sealed_key_store(settings: &Settings, database: &Database) -> anyhow::Res
 /// Every upstream, as the routes tokens can take: JWT upstreams by issuer, opaque ones by name.
 fn upstream_routes(settings: &Settings, http: &Arc<UpstreamHttp>) -> Routes {
     let claims = &settings.tokens.claims;
-    let jwt = settings
-        .upstreams
-        .iter()
-        .filter(|u| !u.audiences.is_empty())
-        .map(|u| Arc::new(JwtUpstream::new(u, claims, http.clone())))
-        .collect();
-    let opaque = settings
-        .upstreams
-        .iter()
-        .filter_map(|u| Some((Arc::new(OpaqueUpstream::from_settings(u, claims, http.clone())?), u.default_for_opaque)))
-        .collect();
+    let (mut jwt, mut opaque) = (Vec::new(), Vec::new());
+    for upstream in &settings.upstreams {
+        // One provider, one copy of its metadata, however many ways its tokens are checked.
+        let metadata = MetadataCache::for_upstream(upstream, http.clone());
+        if !upstream.audiences.is_empty() {
+            jwt.push(Arc::new(JwtUpstream::new(upstream, claims, metadata.clone(), http.clone())));
+        }
+        if let Some(introspecting) = OpaqueUpstream::from_settings(upstream, claims, metadata, http.clone()) {
+            opaque.push((Arc::new(introspecting), upstream.default_for_opaque));
+        }
+    }
     Routes::new(jwt, opaque)
 }
 

@@ -77,19 +77,18 @@ pub fn unverified_claims(token: &SubjectToken) -> Option<UnverifiedClaims> {
 }
 
 impl JwtUpstream {
-    pub fn new(settings: &UpstreamSettings, retained_claims: &[String], http: Arc<UpstreamHttp>) -> Self {
-        let metadata = MetadataCache::new(
-            settings.name.clone(),
-            settings.issuer.clone(),
-            http.clone(),
-            settings.metadata_max_age,
-            settings.jwks_refetch_cooldown,
-        );
+    /// `metadata` is the issuer's, shared with the upstream's opaque half when it has one.
+    pub fn new(
+        settings: &UpstreamSettings,
+        retained_claims: &[String],
+        metadata: Arc<MetadataCache>,
+        http: Arc<UpstreamHttp>,
+    ) -> Self {
         let jwks = JwksCache::with_metadata(
             settings.name.clone(),
             settings.issuer.clone(),
             settings.jwks_uri.clone(),
-            Arc::new(metadata),
+            metadata,
             http,
             settings.jwks_max_age,
             settings.jwks_refetch_cooldown,

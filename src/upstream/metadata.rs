@@ -120,6 +120,17 @@ pub struct MetadataCache {
 }
 
 impl MetadataCache {
+    /// The metadata of `settings`' issuer, kept as long as it says.
+    pub fn for_upstream(settings: &super::UpstreamSettings, http: Arc<UpstreamHttp>) -> Arc<Self> {
+        Arc::new(Self::new(
+            settings.name.clone(),
+            settings.issuer.clone(),
+            http,
+            settings.metadata_max_age,
+            settings.jwks_refetch_cooldown,
+        ))
+    }
+
     pub fn new(
         upstream: String,
         issuer: String,

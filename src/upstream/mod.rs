@@ -17,7 +17,7 @@ pub use check::{Discovered, EndpointOrigin, check_online};
 pub use http::UpstreamHttp;
 pub use jwks::{JwksCache, StaticJwks, UpstreamKey};
 pub use jwt::{JwtUpstream, unverified_claims};
-pub use metadata::is_secure_endpoint;
+pub use metadata::{MetadataCache, is_secure_endpoint};
 pub use opaque::OpaqueUpstream;
 pub use settings::{
     AnswerFormat, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings,

@@ -69,22 +69,17 @@ pub struct OpaqueUpstream {
 }
 
 impl OpaqueUpstream {
-    /// `None` when the upstream has no endpoint for opaque tokens.
+    /// `None` when the upstream has no endpoint for opaque tokens. `metadata` is the issuer's,
+    /// shared with the upstream's JWT half when it has one.
     pub fn from_settings(
         settings: &UpstreamSettings,
         retained_claims: &[String],
+        metadata: Arc<MetadataCache>,
         http: Arc<UpstreamHttp>,
     ) -> Option<Self> {
         if settings.introspection_endpoint.is_none() && settings.userinfo_endpoint.is_none() {
             return None;
         }
-        let metadata = Arc::new(MetadataCache::new(
-            settings.name.clone(),
-            settings.issuer.clone(),
-            http.clone(),
-            settings.metadata_max_age,
-            settings.jwks_refetch_cooldown,
-        ));
         let verifier = (settings.signs_introspection() || settings.signs_userinfo())
             .then(|| Arc::new(answer_verifier(settings, &metadata, &http)));
         let signed_by = |format: AnswerFormat| verifier.clone().filter(|_| format == AnswerFormat::Jwt);
