@@ -280,12 +280,12 @@ impl IdentityService {
     /// lifetime, so a token past it stays refused rather than starting a new life.
     async fn first_seen(&self, key: &CacheKey, now: UnixTime, lifetime: Duration) -> UnixTime {
         let remember_for = lifetime.saturating_mul(2);
-        if let Some(shared) = &self.shared
-            && let Ok(first) = shared.first_seen(key, now, remember_for).await
-        {
-            return first;
+        // Kept in process too, so a Redis that fails for a moment never starts a new life.
+        let here = self.local.first_seen(key, now, remember_for).await.unwrap_or(now);
+        match &self.shared {
+            Some(shared) => shared.first_seen(key, now, remember_for).await.map_or(here, |first| first.min(here)),
+            None => here,
         }
-        self.local.first_seen(key, now, remember_for).await.unwrap_or(now)
     }
 
     /// Remembers that `holder` presented the token, for as long as the token may be used.
