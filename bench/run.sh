@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark: cache-hit exchanges against a bare endpoint of the same server, and cold
 # exchanges with Redis as L2 against cold exchanges with the in-process cache alone and
-# against the fake upstream's own rate, all measured in one run.
+# against the fake upstream's own rate, and three replicas on one Redis sharing one upstream
+# call per token, all measured in one run.
 #   bench/run.sh [seconds-per-phase] [connections]
 #   BENCH_REUSE_MINTED=false bench/run.sh   signs every token (no minted-token reuse)
+#   BENCH_FLEET_TOKENS=n bench/run.sh   distinct tokens of the three-replica phase (1000 per second)
 #   BENCH_NO_BUILD=1 CARGO_TARGET_DIR=dir bench/run.sh   runs the binaries already in dir/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +61,11 @@ path_prefix = "/api/orders"
 client = "bench"
 audience = "orders"
 TOML
+
+# A binary from before the first-sight budget (BENCH_NO_BUILD with an older build) knows no
+# such key; it asks the upstream about every new token anyway.
+$BIN check-config --config "$WORK/bench.toml" >/dev/null 2>&1 ||
+  sed -i -e '/^\[rate_limits\]/d' -e '/^first_sight_per_client/d' "$WORK/bench.toml"
 
 # The same service with the in-process cache alone, for the cold phase without Redis.
 sed -e "s#^listen = .*#listen = \"127.0.0.1:$LOCAL_PORT\"#" -e '/^redis_/d' -e "s#bench.db#local.db#" \
@@ -126,6 +133,40 @@ pings_per_miss=$(awk -v c="$(( $(redis_pings) - ${pings_before:-0} ))" -v n="$co
 read -r direct_rate direct_p50 direct_p99 direct_err < <(load "http://127.0.0.1:$DIRECT_PORT/api/orders/42")
 read -r gw_rate gw_p50 gw_p99 gw_err < <(load -s bench/gateway.lua "http://127.0.0.1:$GATEWAY_PORT/api/orders/42")
 
+# Three replicas on one Redis (one prefix; each its own SQLite key store), one wrk per replica
+# over the same list of tokens at the same time: the fleet's single flight should leave one
+# upstream call per distinct token, however the misses of one token fall on the replicas.
+FLEET_PORTS=(18091 18092 18093)
+FLEET_TOKENS=${BENCH_FLEET_TOKENS:-$(( 1000 * DURATION ))}
+for replica in 0 1 2; do
+  sed -e "s#^listen = .*#listen = \"127.0.0.1:${FLEET_PORTS[$replica]}\"#" -e "s#^redis_prefix = .*#redis_prefix = \"te-fleet-$$\"#" \
+    -e "s#bench.db#fleet-$replica.db#" "$WORK/bench.toml" > "$WORK/fleet-$replica.toml"
+  RUST_LOG=warn $BIN serve --config "$WORK/fleet-$replica.toml" >"$WORK/fleet-$replica.log" 2>&1 &
+done
+for port in "${FLEET_PORTS[@]}"; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+done
+before=$(introspections)
+fleet_wrk=()
+fleet_run="$$-$(date +%s)" # one name for the run's tokens, the same for the three wrk processes
+for replica in 0 1 2; do
+  BENCH_FLEET_TOKENS=$FLEET_TOKENS BENCH_FLEET_RUN=$fleet_run wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    -s bench/fleet.lua "http://127.0.0.1:${FLEET_PORTS[$replica]}/token" >"$WORK/fleet-$replica.wrk" &
+  fleet_wrk+=($!)
+done
+wait "${fleet_wrk[@]}"
+sleep 1 # answers of the last requests, if any are still on their way to Redis
+fleet_calls=$(( $(introspections) - before ))
+fleet_sent=$(awk '/^tokens sent:/ { if ($3 > n) n = $3 } END { print n + 0 }' "$WORK"/fleet-?.wrk)
+fleet_distinct=$(( fleet_sent < FLEET_TOKENS ? fleet_sent : FLEET_TOKENS ))
+# A Redis call past cache.redis_timeout makes a replica go on alone for a while (a backoff).
+fleet_redis_failures=$(cat "$WORK"/fleet-?.log | grep -c 'Redis call failed' || true)
+fleet_rates=()
+for replica in 0 1 2; do
+  read -r rate p50 p99 errors < <(summarize < "$WORK/fleet-$replica.wrk")
+  fleet_rates+=("$rate req/s (p50 $p50 ms, p99 $p99 ms, non-2xx $errors)")
+done
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%s, %s connections, %ss per phase, %s cores\n' "$(date -u +%F)" "$CONNECTIONS" "$DURATION" "$(nproc)"
 printf '%-44s %10s %9s %9s %8s %s\n' phase req/s p50_ms p99_ms non2xx note
@@ -142,3 +183,10 @@ printf '%-44s %10s %9s %9s %8s %s\n' "    fake upstream introspection, direct" "
 printf '%-44s %10s %9s %9s %8s %s\n' "(n) nginx -> echo, no decision" "$direct_rate" "$direct_p50" "$direct_p99" "$direct_err" "1.00"
 printf '%-44s %10s %9s %9s %8s %s\n' "(g) nginx -> forward-auth -> echo" "$gw_rate" "$gw_p50" "$gw_p99" "$gw_err" \
   "$(ratio "$gw_rate" "$direct_rate") of nginx -> echo"
+printf '\n(r) three replicas on one Redis, the same %s tokens asked of each at once, %s connections per replica\n' "$FLEET_TOKENS" "$CONNECTIONS"
+for replica in 0 1 2; do printf '    replica %d: %s\n' "$((replica + 1))" "${fleet_rates[$replica]}"; done
+if (( fleet_sent < FLEET_TOKENS )); then fleet_note="no replica got through the list: the last tokens sent may not have been answered"
+elif (( fleet_calls == fleet_distinct )); then fleet_note="equal: one upstream call per token across the fleet"
+else fleet_note="NOT equal: $(( fleet_calls - fleet_distinct )) extra"; fi
+printf '    distinct tokens: %s, upstream calls: %s (%s)\n' "$fleet_distinct" "$fleet_calls" "$fleet_note"
+printf '    Redis calls failed (timed out) on the replicas: %s\n' "$fleet_redis_failures"
