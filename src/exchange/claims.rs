@@ -69,3 +69,57 @@ impl MintedClaims<'_> {
         Some(Value::Object(act))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(claims: Value) -> ValidatedIdentity {
+        ValidatedIdentity {
+            upstream: "idp".into(),
+            issuer: "https://idp.example".into(),
+            subject: "alice".into(),
+            expires_at: None,
+            scopes: vec![],
+            claims: serde_json::from_value(claims).expect("an object"),
+        }
+    }
+
+    fn minted(subject: &ValidatedIdentity, scope: &ScopeSet) -> Value {
+        let audience = [Audience::new("orders")];
+        let claims = MintedClaims {
+            issuer: "https://token-exchange.example",
+            client_id: "gateway",
+            audience: &audience,
+            scope,
+            subject,
+            actor: None,
+            issued_at: UnixTime::from_secs(1_000),
+            expires_at: UnixTime::from_secs(1_300),
+        };
+        serde_json::to_value(&claims).expect("claims serialise")
+    }
+
+    #[test]
+    fn an_upstream_claim_never_replaces_one_of_ours() {
+        let upstream = json!({"iss": "https://evil.example", "aud": "everything", "client_id": "admin",
+            "exp": 9_999_999_999_u64, "jti": "replayed", "may_act": {"sub": "mallory"}, "acr": "2"});
+        let token = minted(&identity(upstream), &ScopeSet::parse("read").expect("a scope"));
+
+        assert_eq!(token["iss"], "https://token-exchange.example");
+        assert_eq!(token["aud"], "orders");
+        assert_eq!(token["client_id"], "gateway");
+        assert_eq!(token["exp"], 1_300);
+        assert_ne!(token["jti"], "replayed");
+        assert_eq!(token.get("may_act"), None);
+        assert_eq!(token["acr"], "2", "other identity claims are carried over");
+    }
+
+    #[test]
+    fn an_upstream_scope_claim_is_replaced_by_the_granted_scope_only_when_one_is_granted() {
+        let subject = identity(json!({"scope": "upstream-scope"}));
+
+        assert_eq!(minted(&subject, &ScopeSet::parse("read").expect("a scope"))["scope"], "read");
+        assert_eq!(minted(&subject, &ScopeSet::default())["scope"], "upstream-scope");
+    }
+}
