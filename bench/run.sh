@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark: cache-hit exchanges against a bare endpoint of the same server, and cold
 # exchanges with Redis as L2 against cold exchanges with the in-process cache alone and
-# against the fake upstream's own rate, all measured in one run.
+# against the fake upstream's own rate, and three replicas on one Redis sharing one upstream
+# call per token, all measured in one run.
 #   bench/run.sh [seconds-per-phase] [connections]
 #   BENCH_REUSE_MINTED=false bench/run.sh   signs every token (no minted-token reuse)
+#   BENCH_FLEET_TOKENS=n bench/run.sh   distinct tokens of the three-replica phase (2000 per second of a phase)
 #   BENCH_NO_BUILD=1 CARGO_TARGET_DIR=dir bench/run.sh   runs the binaries already in dir/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +20,14 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; NGINX=/usr/sbin/nginx; }
-timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6379' 2>/dev/null ||
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+# A Redis of the run's own: an empty keyspace that no other client scans or blocks (a shared
+# one answers KEYS and SCANs of tests in between, long enough to time our calls out), and
+# nothing left behind.
+REDIS_PORT=18379
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
 
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --quiet --bin token-exchange --example fake_idp
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -36,7 +44,7 @@ database_url = "sqlite://$WORK/bench.db"
 [tokens]
 reuse_minted = ${BENCH_REUSE_MINTED:-true}
 [cache]
-redis_url = "redis://127.0.0.1:6379"
+redis_url = "redis://127.0.0.1:$REDIS_PORT"
 redis_prefix = "te-bench-$$"
 [rate_limits]
 # Phase (c) presents a token never seen before on every request, on purpose.
@@ -60,13 +68,20 @@ client = "bench"
 audience = "orders"
 TOML
 
+# A binary from before the first-sight budget (BENCH_NO_BUILD with an older build) knows no
+# such key; it asks the upstream about every new token anyway.
+$BIN check-config --config "$WORK/bench.toml" >/dev/null 2>&1 ||
+  sed -i -e '/^\[rate_limits\]/d' -e '/^first_sight_per_client/d' "$WORK/bench.toml"
+
 # The same service with the in-process cache alone, for the cold phase without Redis.
 sed -e "s#^listen = .*#listen = \"127.0.0.1:$LOCAL_PORT\"#" -e '/^redis_/d' -e "s#bench.db#local.db#" \
   "$WORK/bench.toml" > "$WORK/local.toml"
 
 $TARGET/release/examples/fake_idp "127.0.0.1:$IDP_PORT" >/dev/null 2>&1 &
 RUST_LOG=warn $BIN serve --config "$WORK/bench.toml" >"$WORK/server.log" 2>&1 &
+APP_PID=$!
 RUST_LOG=warn $BIN serve --config "$WORK/local.toml" >"$WORK/local.log" 2>&1 &
+LOCAL_PID=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$APP_PORT/healthz" >/dev/null && curl -sf "http://127.0.0.1:$LOCAL_PORT/healthz" >/dev/null &&
     curl -sf "http://127.0.0.1:$IDP_PORT/stats" >/dev/null && break
@@ -112,19 +127,61 @@ before=$(introspections)
 read -r fa_rate fa_p50 fa_p99 fa_err < <(load -s bench/forward_auth.lua "http://127.0.0.1:$APP_PORT/forward-auth")
 fa_calls=$(( $(introspections) - before ))
 # Redis commands of every kind so far, to count what one cold exchange sends.
-redis_calls() { redis-cli INFO commandstats | awk -F'[:=,]' '/^cmdstat_/ { n += $3 } END { print n + 0 }'; }
-redis_pings() { redis-cli INFO commandstats | awk -F'[:=,]' '/^cmdstat_ping:/ { n = $3 } END { print n + 0 }'; }
+redis_calls() { redis-cli -p "$REDIS_PORT" INFO commandstats | awk -F'[:=,]' '/^cmdstat_/ { n += $3 } END { print n + 0 }'; }
+redis_pings() { redis-cli -p "$REDIS_PORT" INFO commandstats | awk -F'[:=,]' '/^cmdstat_ping:/ { n = $3 } END { print n + 0 }'; }
 read -r idp_rate idp_p50 idp_p99 idp_err < <(load -s bench/introspect.lua "http://127.0.0.1:$IDP_PORT/introspect")
-before=$(introspections)
+# CPU time of a process (utime + stime, in clock ticks), and per upstream call in µs: what a
+# miss costs, whatever share of the shared cores the process got.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+cpu_per_miss() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
+before=$(introspections); local_cpu=$(cpu_ticks "$LOCAL_PID")
 read -r local_rate local_p50 local_p99 local_err < <(BENCH_COLD_TAG=local load -s bench/cold.lua "http://127.0.0.1:$LOCAL_PORT/token")
 local_calls=$(( $(introspections) - before ))
+local_us=$(cpu_per_miss "$(( $(cpu_ticks "$LOCAL_PID") - local_cpu ))" "$local_calls")
 before=$(introspections); redis_before=$(redis_calls); pings_before=$(redis_pings)
+app_cpu=$(cpu_ticks "$APP_PID"); redis_cpu=$(cpu_ticks "$REDIS_PID")
 read -r cold_rate cold_p50 cold_p99 cold_err < <(BENCH_COLD_TAG=redis load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
 cold_calls=$(( $(introspections) - before ))
+cold_us=$(cpu_per_miss "$(( $(cpu_ticks "$APP_PID") - app_cpu ))" "$cold_calls")
+redis_us=$(cpu_per_miss "$(( $(cpu_ticks "$REDIS_PID") - redis_cpu ))" "$cold_calls")
 redis_per_miss=$(awk -v c="$(( $(redis_calls) - redis_before ))" -v n="$cold_calls" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }')
 pings_per_miss=$(awk -v c="$(( $(redis_pings) - ${pings_before:-0} ))" -v n="$cold_calls" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }')
 read -r direct_rate direct_p50 direct_p99 direct_err < <(load "http://127.0.0.1:$DIRECT_PORT/api/orders/42")
 read -r gw_rate gw_p50 gw_p99 gw_err < <(load -s bench/gateway.lua "http://127.0.0.1:$GATEWAY_PORT/api/orders/42")
+
+# Three replicas on one Redis (one prefix; each its own SQLite key store), one wrk per replica
+# over the same list of tokens at the same time: the fleet's single flight should leave one
+# upstream call per distinct token, however the misses of one token fall on the replicas.
+FLEET_PORTS=(18091 18092 18093)
+FLEET_TOKENS=${BENCH_FLEET_TOKENS:-$(( 2000 * DURATION ))}
+for replica in 0 1 2; do
+  sed -e "s#^listen = .*#listen = \"127.0.0.1:${FLEET_PORTS[$replica]}\"#" -e "s#^redis_prefix = .*#redis_prefix = \"te-fleet-$$\"#" \
+    -e "s#bench.db#fleet-$replica.db#" "$WORK/bench.toml" > "$WORK/fleet-$replica.toml"
+  RUST_LOG=warn $BIN serve --config "$WORK/fleet-$replica.toml" >"$WORK/fleet-$replica.log" 2>&1 &
+done
+for port in "${FLEET_PORTS[@]}"; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+done
+before=$(introspections)
+fleet_wrk=()
+fleet_run="$$-$(date +%s)" # one name for the run's tokens, the same for the three wrk processes
+for replica in 0 1 2; do
+  BENCH_FLEET_TOKENS=$FLEET_TOKENS BENCH_FLEET_RUN=$fleet_run wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    -s bench/fleet.lua "http://127.0.0.1:${FLEET_PORTS[$replica]}/token" >"$WORK/fleet-$replica.wrk" &
+  fleet_wrk+=($!)
+done
+wait "${fleet_wrk[@]}"
+sleep 1 # answers of the last requests, if any are still on their way to Redis
+fleet_calls=$(( $(introspections) - before ))
+fleet_sent=$(awk '/^tokens sent:/ { if ($3 > n) n = $3 } END { print n + 0 }' "$WORK"/fleet-?.wrk)
+fleet_distinct=$(( fleet_sent < FLEET_TOKENS ? fleet_sent : FLEET_TOKENS ))
+# A Redis call past cache.redis_timeout makes a replica go on alone for a while (a backoff).
+fleet_redis_failures=$(cat "$WORK"/fleet-?.log | grep -c 'Redis call failed' || true)
+fleet_rates=()
+for replica in 0 1 2; do
+  read -r rate p50 p99 errors < <(summarize < "$WORK/fleet-$replica.wrk")
+  fleet_rates+=("$rate req/s (p50 $p50 ms, p99 $p99 ms, non-2xx $errors)")
+done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%s, %s connections, %ss per phase, %s cores\n' "$(date -u +%F)" "$CONNECTIONS" "$DURATION" "$(nproc)"
@@ -135,10 +192,17 @@ printf '%-44s %10s %9s %9s %8s %s\n' "(a) cache-hit exchange (L1 warm, Redis L2)
 printf '%-44s %10s %9s %9s %8s %s\n' "(f) forward-auth decision, cache hit" "$fa_rate" "$fa_p50" "$fa_p99" "$fa_err" \
   "$(ratio "$fa_rate" "$base_rate") of baseline; upstream calls during phase: $fa_calls"
 printf '%-44s %10s %9s %9s %8s %s\n' "(c) cold exchange, Redis L2" "$cold_rate" "$cold_p50" "$cold_p99" "$cold_err" \
-  "$(ratio "$cold_rate" "$local_rate") of in-process cold, $(ratio "$cold_rate" "$idp_rate") of upstream rate; upstream calls: $cold_calls; Redis commands/miss: $redis_per_miss (PING $pings_per_miss)"
+  "$(ratio "$cold_rate" "$local_rate") of in-process cold, $(ratio "$cold_rate" "$idp_rate") of upstream rate; upstream calls: $cold_calls; Redis commands/miss: $redis_per_miss (PING $pings_per_miss); CPU/miss: ours $cold_us µs, redis-server $redis_us µs"
 printf '%-44s %10s %9s %9s %8s %s\n' "(l) cold exchange, in-process cache only" "$local_rate" "$local_p50" "$local_p99" "$local_err" \
-  "$(ratio "$local_rate" "$idp_rate") of upstream rate; upstream calls: $local_calls"
+  "$(ratio "$local_rate" "$idp_rate") of upstream rate; upstream calls: $local_calls; CPU/miss: ours $local_us µs"
 printf '%-44s %10s %9s %9s %8s %s\n' "    fake upstream introspection, direct" "$idp_rate" "$idp_p50" "$idp_p99" "$idp_err" ""
 printf '%-44s %10s %9s %9s %8s %s\n' "(n) nginx -> echo, no decision" "$direct_rate" "$direct_p50" "$direct_p99" "$direct_err" "1.00"
 printf '%-44s %10s %9s %9s %8s %s\n' "(g) nginx -> forward-auth -> echo" "$gw_rate" "$gw_p50" "$gw_p99" "$gw_err" \
   "$(ratio "$gw_rate" "$direct_rate") of nginx -> echo"
+printf '\n(r) three replicas on one Redis, the same %s tokens asked of each at once, %s connections per replica\n' "$FLEET_TOKENS" "$CONNECTIONS"
+for replica in 0 1 2; do printf '    replica %d: %s\n' "$((replica + 1))" "${fleet_rates[$replica]}"; done
+if (( fleet_sent < FLEET_TOKENS )); then fleet_note="no replica got through the list: the last tokens sent may not have been answered"
+elif (( fleet_calls == fleet_distinct )); then fleet_note="equal: one upstream call per token across the fleet"
+else fleet_note="NOT equal: $(( fleet_calls - fleet_distinct )) extra"; fi
+printf '    distinct tokens: %s, upstream calls: %s (%s)\n' "$fleet_distinct" "$fleet_calls" "$fleet_note"
+printf '    Redis calls failed (timed out) on the replicas: %s\n' "$fleet_redis_failures"

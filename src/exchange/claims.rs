@@ -1,7 +1,12 @@
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::clock::UnixTime;
 use crate::vocabulary::{Audience, ScopeSet, ValidatedIdentity};
+
+/// Claims we write ourselves: an upstream claim of the same name never reaches the token.
+/// `act` is rebuilt from the actor (RFC 8693 §4.1), `may_act` is meant for us alone.
+const OURS: &[&str] = &["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "act", "may_act"];
 
 /// Claims of a minted access token (RFC 9068 §2.2, RFC 8693 §4).
 pub struct MintedClaims<'a> {
@@ -15,39 +20,39 @@ pub struct MintedClaims<'a> {
     pub expires_at: UnixTime,
 }
 
-impl MintedClaims<'_> {
-    /// Identity claims first, then ours on top, so nothing from upstream can replace them.
-    pub fn to_json(&self) -> Map<String, Value> {
-        let mut claims: Map<String, Value> = self
-            .subject
-            .claims
-            .iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "act" | "may_act"))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        let aud = match self.audience {
-            [single] => json!(single.as_str()),
-            many => json!(many.iter().map(Audience::as_str).collect::<Vec<_>>()),
-        };
-        let reserved = [
-            ("iss", json!(self.issuer)),
-            ("sub", json!(self.subject.subject)),
-            ("aud", aud),
-            ("exp", json!(self.expires_at.as_secs())),
-            ("iat", json!(self.issued_at.as_secs())),
-            ("jti", json!(uuid::Uuid::new_v4().to_string())),
-            ("client_id", json!(self.client_id)),
-        ];
-        claims.extend(reserved.into_iter().map(|(name, value)| (name.to_owned(), value)));
-        if !self.scope.is_empty() {
-            claims.insert("scope".into(), json!(self.scope.to_wire()));
+/// Written straight into the token's payload: the identity's claims are not copied into a map
+/// first, which a cold exchange would pay for on every request.
+impl Serialize for MintedClaims<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let scope = (!self.scope.is_empty()).then(|| self.scope.to_wire());
+        let mut claims = serializer.serialize_map(None)?;
+        for (name, value) in &self.subject.claims {
+            let replaced = OURS.contains(&name.as_str()) || (name == "scope" && scope.is_some());
+            if !replaced {
+                claims.serialize_entry(name, value)?;
+            }
+        }
+        claims.serialize_entry("iss", self.issuer)?;
+        claims.serialize_entry("sub", &self.subject.subject)?;
+        match self.audience {
+            [single] => claims.serialize_entry("aud", single.as_str())?,
+            many => claims.serialize_entry("aud", &many.iter().map(Audience::as_str).collect::<Vec<_>>())?,
+        }
+        claims.serialize_entry("exp", &self.expires_at.as_secs())?;
+        claims.serialize_entry("iat", &self.issued_at.as_secs())?;
+        claims.serialize_entry("jti", &uuid::Uuid::new_v4().to_string())?;
+        claims.serialize_entry("client_id", self.client_id)?;
+        if let Some(scope) = &scope {
+            claims.serialize_entry("scope", scope)?;
         }
         if let Some(act) = self.act() {
-            claims.insert("act".into(), act);
+            claims.serialize_entry("act", &act)?;
         }
-        claims
+        claims.end()
     }
+}
 
+impl MintedClaims<'_> {
     /// The current actor outermost, earlier actors nested inside (RFC 8693 §4.1). Only identity
     /// claims go into `act`; `exp`, `nbf` and `aud` mean nothing there.
     fn act(&self) -> Option<Value> {
@@ -62,5 +67,59 @@ impl MintedClaims<'_> {
             act.insert("act".into(), earlier);
         }
         Some(Value::Object(act))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(claims: Value) -> ValidatedIdentity {
+        ValidatedIdentity {
+            upstream: "idp".into(),
+            issuer: "https://idp.example".into(),
+            subject: "alice".into(),
+            expires_at: None,
+            scopes: vec![],
+            claims: serde_json::from_value(claims).expect("an object"),
+        }
+    }
+
+    fn minted(subject: &ValidatedIdentity, scope: &ScopeSet) -> Value {
+        let audience = [Audience::new("orders")];
+        let claims = MintedClaims {
+            issuer: "https://token-exchange.example",
+            client_id: "gateway",
+            audience: &audience,
+            scope,
+            subject,
+            actor: None,
+            issued_at: UnixTime::from_secs(1_000),
+            expires_at: UnixTime::from_secs(1_300),
+        };
+        serde_json::to_value(&claims).expect("claims serialise")
+    }
+
+    #[test]
+    fn an_upstream_claim_never_replaces_one_of_ours() {
+        let upstream = json!({"iss": "https://evil.example", "aud": "everything", "client_id": "admin",
+            "exp": 9_999_999_999_u64, "jti": "replayed", "may_act": {"sub": "mallory"}, "acr": "2"});
+        let token = minted(&identity(upstream), &ScopeSet::parse("read").expect("a scope"));
+
+        assert_eq!(token["iss"], "https://token-exchange.example");
+        assert_eq!(token["aud"], "orders");
+        assert_eq!(token["client_id"], "gateway");
+        assert_eq!(token["exp"], 1_300);
+        assert_ne!(token["jti"], "replayed");
+        assert_eq!(token.get("may_act"), None);
+        assert_eq!(token["acr"], "2", "other identity claims are carried over");
+    }
+
+    #[test]
+    fn an_upstream_scope_claim_is_replaced_by_the_granted_scope_only_when_one_is_granted() {
+        let subject = identity(json!({"scope": "upstream-scope"}));
+
+        assert_eq!(minted(&subject, &ScopeSet::parse("read").expect("a scope"))["scope"], "read");
+        assert_eq!(minted(&subject, &ScopeSet::default())["scope"], "upstream-scope");
     }
 }

@@ -13,7 +13,7 @@ use crate::clock::{SharedClock, UnixTime};
 use crate::identity::IdentityService;
 use crate::keys::{KeyError, KeySource, sign_jwt};
 use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, TokenType};
-use crate::vocabulary::{Audience, ScopeSet, ValidatedIdentity, ValidationError};
+use crate::vocabulary::{Audience, ScopeSet, TokenDigest, ValidatedIdentity, ValidationError};
 
 /// What minted tokens look like.
 #[derive(Debug, Clone)]
@@ -73,24 +73,23 @@ impl ExchangeService {
         Self { identities, keys, settings, clock, reuse }
     }
 
-    #[tracing::instrument(name = "exchange", skip_all, fields(
-        client_id = %client.client_id,
-        subject = %request.subject.token.digest().fingerprint(),
-    ))]
+    #[tracing::instrument(name = "exchange", skip_all, fields(client_id = %client.client_id, subject))]
     pub async fn exchange(
         &self,
         client: &RegisteredClient,
         request: ExchangeRequest,
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
+        let subject = request.subject.token.digest();
+        tracing::Span::current().record("subject", tracing::field::display(subject.fingerprint()));
         let grant = self.authorize(client, &request, now).await?;
-        let (access_token, expires_at) = self.token_for(client, &request, &grant, now).await?;
-        tracing::debug!(sub = %grant.subject.subject, upstream = %grant.subject.upstream, "token issued");
+        let scope = grant.scope.clone();
+        let (access_token, expires_at) = self.token_for(client, subject, grant, now).await?;
         Ok(IssuedToken {
             access_token,
             issued_token_type: request.requested_token_type,
             expires_in: now.until(expires_at),
-            scope: grant.scope,
+            scope,
         })
     }
 
@@ -118,17 +117,19 @@ impl ExchangeService {
         Ok(Grant { audience, subject, actor, scope })
     }
 
-    /// The token minted for the same grant a moment ago, or a new one.
+    /// The token minted for the same grant a moment ago, or a new one. `subject` is the
+    /// subject token's digest. The grant is spent here: its identity is kept with a token
+    /// minted for reuse, without a copy.
     async fn token_for(
         &self,
         client: &RegisteredClient,
-        request: &ExchangeRequest,
-        grant: &Grant,
+        subject: TokenDigest,
+        grant: Grant,
         now: UnixTime,
     ) -> Result<(String, UnixTime), OAuthError> {
         let reuse = self.reuse.as_ref().filter(|_| grant.actor.is_none());
         let key = reuse.map(|_| reuse::ReuseKey {
-            subject: request.subject.token.digest(),
+            subject,
             client_id: client.client_id.clone(),
             audience: grant.audience.clone(),
             scope: grant.scope.to_wire(),
@@ -136,11 +137,13 @@ impl ExchangeService {
         if let (Some(reuse), Some(key)) = (reuse, &key)
             && let Some(minted) = reuse.reusable(key, &grant.subject, now).await
         {
+            log_issued(&grant.subject);
             return Ok((minted.access_token.clone(), minted.expires_at));
         }
-        let (access_token, expires_at) = self.mint(client, grant, now)?;
+        let (access_token, expires_at) = self.mint(client, &grant, now)?;
+        log_issued(&grant.subject);
         if let (Some(reuse), Some(key)) = (reuse, key) {
-            let identity = grant.subject.clone();
+            let identity = grant.subject;
             let minted = reuse::Minted { access_token: access_token.clone(), issued_at: now, expires_at, identity };
             reuse.remember(key, minted).await;
         }
@@ -168,7 +171,7 @@ impl ExchangeService {
         let key = self.keys.active(now).ok_or_else(|| OAuthError::server_error(MintError::NoActiveKey))?.signer;
         let signing = tracing::info_span!("sign", kid = key.kid(), alg = key.algorithm().as_str()).entered();
         let access_token =
-            sign_jwt(&*key, &claims.to_json()).map_err(|error| OAuthError::server_error(MintError::Sign(error)))?;
+            sign_jwt(&*key, &claims).map_err(|error| OAuthError::server_error(MintError::Sign(error)))?;
         drop(signing);
         Ok((access_token, expires_at))
     }
@@ -202,4 +205,8 @@ impl ExchangeService {
             ValidationError::OverBudget { retry_after } => OAuthError::TooManyUnknownTokens { retry_after },
         })
     }
+}
+
+fn log_issued(subject: &ValidatedIdentity) {
+    tracing::debug!(sub = %subject.subject, upstream = %subject.upstream, "token issued");
 }

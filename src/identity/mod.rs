@@ -112,7 +112,7 @@ impl IdentityService {
         }
     }
 
-    #[tracing::instrument(name = "resolve", skip_all, fields(token = %token.digest().fingerprint(), tier))]
+    #[tracing::instrument(name = "resolve", skip_all, fields(token, tier))]
     /// Who `token` belongs to. `holder` is the client presenting it as its subject token: it
     /// is remembered, because only a client that exchanged a token may revoke it (RFC 7009
     /// §2.1). The leader of a miss writes that record with the entry, in one round trip.
@@ -126,8 +126,10 @@ impl IdentityService {
         asker: Option<&str>,
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
-        let route = self.routes.current().route(token, bound_upstream)?;
+        // Computed once: the span, the keys and the revocation checks all name the token by it.
         let digest = token.digest();
+        tracing::Span::current().record("token", tracing::field::display(digest.fingerprint()));
+        let route = self.routes.current().route(token, bound_upstream)?;
         let key = CacheKey::new(route.upstream_name().clone(), digest);
         if self.is_revoked_locally(&digest, now).await {
             return Err(revoked());
