@@ -25,18 +25,24 @@ impl Stored {
         Self { entry: Arc::new(entry), keep_for }
     }
 
-    /// Roughly the bytes one entry costs the process: moka's bookkeeping, the key, this value,
-    /// the shared entry and what the entry holds on the heap.
+    /// Roughly the bytes one entry costs the process: moka's bookkeeping, the token's exchange
+    /// record, the key, this value, the shared entry and what the entry holds on the heap.
     fn bytes(&self) -> usize {
         const ARC_HEADER: usize = 2 * size_of::<usize>();
-        MOKA_ENTRY_OVERHEAD + size_of::<CacheKey>() + size_of::<Self>() + ARC_HEADER + self.entry.heap_bytes()
+        let own = size_of::<CacheKey>() + size_of::<Self>() + ARC_HEADER + self.entry.heap_bytes();
+        MOKA_ENTRY_OVERHEAD + EXCHANGE_RECORD + own
     }
 }
 
-/// What moka keeps per entry besides the key and the value: its `Arc`ed key and value entry,
-/// the access-order and write-order deque nodes, the timer-wheel node and the hash-table slot.
-/// An estimate (moka does not say), checked against `bench/memory.sh`.
-pub const MOKA_ENTRY_OVERHEAD: usize = 200;
+/// What an entry costs beyond its key and value: moka's `Arc`ed key and value entry, its
+/// deque and timer-wheel nodes and hash-table slot, and the allocator's own overhead on each of
+/// those allocations. moka does not say; calibrated against `bench/memory.sh`, whose resident
+/// bytes per entry the estimates should roughly match.
+pub const MOKA_ENTRY_OVERHEAD: usize = 350;
+
+/// An identity comes with the record of who exchanged its token (`exchanged`, bounded by
+/// count only): counted with the identity, so that `max_bytes` follows the process's memory.
+const EXCHANGE_RECORD: usize = 300;
 
 /// Hashes keys that are SHA-256 digests (of tokens, under an upstream or with a client id) by
 /// folding their bytes with one multiply per word, instead of SipHash. Flooding one bucket
