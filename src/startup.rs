@@ -341,7 +341,7 @@ fn identity_service(
     clock: SharedClock,
     metrics: Metrics,
 ) -> anyhow::Result<IdentityService> {
-    let local = MemoryCache::new(settings.cache.max_entries);
+    let local = MemoryCache::bounded(settings.identity_cache_bounds());
     let shared: Option<Arc<dyn IdentityCache>> = match settings.redis() {
         Some(redis) => {
             let cache =

@@ -1,3 +1,4 @@
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,11 +9,20 @@ use crate::clock::UnixTime;
 use crate::vocabulary::{TokenDigest, ValidatedIdentity, ValidationError, hex};
 
 /// Which entry a token has: the SHA-256 of the token under the upstream that judged it.
-/// The same token routed to two upstreams has two independent verdicts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The same token routed to two upstreams has two independent verdicts. The upstream's name
+/// is the route's `Arc`, shared by every key of that upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
     upstream: Arc<str>,
     digest: TokenDigest,
+}
+
+/// The digest alone: it is uniform already, and the few upstreams sharing one token's digest
+/// are told apart by `Eq`.
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+    }
 }
 
 impl CacheKey {
@@ -76,6 +86,15 @@ impl CacheEntry {
         now.until(self.valid_until)
     }
 
+    /// Roughly the heap this entry holds, for weighing it in the in-process cache.
+    pub fn heap_bytes(&self) -> usize {
+        size_of::<Self>()
+            + match &self.verdict {
+                Verdict::Valid { identity } => identity.heap_bytes(),
+                Verdict::Rejected { reason } => reason.len(),
+            }
+    }
+
     pub fn identity(&self) -> Option<&ValidatedIdentity> {
         match &self.verdict {
             Verdict::Valid { identity } => Some(identity),
@@ -113,6 +132,6 @@ pub fn subject_digest(subject: &str) -> String {
 
 pub fn is_entry_of_subject(entry: &CacheEntry, issuer: Option<&str>, subject_digest_hex: &str) -> bool {
     entry.identity().is_some_and(|identity| {
-        issuer.is_none_or(|iss| iss == identity.issuer) && subject_digest(&identity.subject) == subject_digest_hex
+        issuer.is_none_or(|iss| iss == &*identity.issuer) && subject_digest(&identity.subject) == subject_digest_hex
     })
 }

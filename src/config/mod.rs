@@ -118,6 +118,9 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
     /// Entries kept in process.
     pub max_entries: u64,
+    /// Estimated bytes the in-process caches may hold: the identities, and the minted tokens
+    /// kept for reuse (half each when `tokens.reuse_minted` is on). `max_entries` applies too.
+    pub max_bytes: u64,
     /// Safety margin subtracted from a token's expiry before caching it.
     #[serde(with = "crate::clock::written")]
     pub expiry_leeway: Duration,
@@ -185,6 +188,7 @@ impl Default for CacheSettings {
             max_ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(30),
             max_entries: 100_000,
+            max_bytes: 256 * 1024 * 1024,
             expiry_leeway: Duration::from_secs(5),
             redis_url: None,
             redis_prefix: "token-exchange".into(),
@@ -348,6 +352,58 @@ impl Settings {
             ttl: self.tokens.ttl,
             default_audience: crate::vocabulary::Audience::new(self.tokens.default_audience.clone()),
             reuse_minted: self.tokens.reuse_minted,
+            reuse_bounds: crate::cache::MemoryBounds {
+                max_entries: self.cache.max_entries,
+                max_bytes: self.cache.max_bytes - self.identity_cache_bounds().max_bytes,
+            },
         }
+    }
+
+    /// The in-process identity cache's share of `cache.max_bytes`: all of it, or half when
+    /// minted tokens are kept for reuse beside it.
+    pub fn identity_cache_bounds(&self) -> crate::cache::MemoryBounds {
+        let max_bytes = if self.tokens.reuse_minted { self.cache.max_bytes.div_ceil(2) } else { self.cache.max_bytes };
+        crate::cache::MemoryBounds { max_entries: self.cache.max_entries, max_bytes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::{ConfigError, Settings};
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn load(toml: &str) -> Result<Settings, ConfigError> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("a temporary file");
+        file.write_all(toml.as_bytes()).expect("written");
+        Settings::load(Some(file.path()))
+    }
+
+    #[test]
+    fn cache_max_bytes_is_read_and_shared_with_the_reuse_cache() -> Result<(), ConfigError> {
+        let settings = load("[cache]\nmax_bytes = 8388608\nmax_entries = 500\n")?;
+
+        assert_eq!(settings.cache.max_bytes, 8 * MIB);
+        let identities = settings.identity_cache_bounds();
+        assert_eq!((identities.max_entries, identities.max_bytes), (500, 4 * MIB));
+        assert_eq!(settings.minting().reuse_bounds.max_bytes, 4 * MIB);
+        Ok(())
+    }
+
+    #[test]
+    fn without_reuse_the_identities_get_all_of_cache_max_bytes() -> Result<(), ConfigError> {
+        let settings = load("[tokens]\nreuse_minted = false\n[cache]\nmax_bytes = 8388608\n")?;
+
+        assert_eq!(settings.identity_cache_bounds().max_bytes, 8 * MIB);
+        Ok(())
+    }
+
+    #[test]
+    fn a_cache_max_bytes_below_one_mebibyte_is_refused_naming_the_key() {
+        let refusal = load("[cache]\nmax_bytes = 1000\n").err().map(|e| e.to_string()).unwrap_or_default();
+
+        assert!(refusal.contains("cache.max_bytes"), "{refusal}");
     }
 }

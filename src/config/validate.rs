@@ -11,6 +11,9 @@ use crate::upstream::{AnswerFormat, Endpoint};
 
 /// Claims we set ourselves; copying them from a subject token would let upstream data override
 /// our own decisions.
+/// Below this the in-process caches hold a few thousand identities at most: a typo, not a plan.
+const MIN_CACHE_BYTES: u64 = 1024 * 1024;
+
 const RESERVED_CLAIMS: &[&str] =
     &["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "act", "may_act", "cnf"];
 
@@ -84,6 +87,9 @@ impl Settings {
         self.validate_redis(&mut fail);
         if self.cache.max_entries == 0 {
             fail("cache.max_entries".into(), "must be at least 1");
+        }
+        if self.cache.max_bytes < MIN_CACHE_BYTES {
+            fail("cache.max_bytes".into(), "must be at least 1 MiB (1048576)");
         }
         self.validate_upstreams(&mut fail);
         self.validate_clients(&mut fail);

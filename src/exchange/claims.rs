@@ -80,7 +80,7 @@ mod tests {
             issuer: "https://idp.example".into(),
             subject: "alice".into(),
             expires_at: None,
-            scopes: vec![],
+            scopes: Box::default(),
             claims: serde_json::from_value(claims).expect("an object"),
         }
     }

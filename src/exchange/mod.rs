@@ -26,6 +26,8 @@ pub struct MintSettings {
     pub default_audience: Audience,
     /// Hand out a token minted for the same grant again while half its life is left.
     pub reuse_minted: bool,
+    /// How many minted tokens, and how many bytes of them, are kept for reuse.
+    pub reuse_bounds: crate::cache::MemoryBounds,
 }
 
 /// What a client may receive for one request.
@@ -69,7 +71,7 @@ impl ExchangeService {
         settings: MintSettings,
         clock: SharedClock,
     ) -> Self {
-        let reuse = settings.reuse_minted.then(|| reuse::MintedTokens::new(100_000, settings.ttl));
+        let reuse = settings.reuse_minted.then(|| reuse::MintedTokens::new(settings.reuse_bounds, settings.ttl));
         Self { identities, keys, settings, clock, reuse }
     }
 
@@ -138,13 +140,14 @@ impl ExchangeService {
             && let Some(minted) = reuse.reusable(key, &grant.subject, now).await
         {
             log_issued(&grant.subject);
-            return Ok((minted.access_token.clone(), minted.expires_at));
+            return Ok((minted.access_token.to_string(), minted.expires_at));
         }
         let (access_token, expires_at) = self.mint(client, &grant, now)?;
         log_issued(&grant.subject);
         if let (Some(reuse), Some(key)) = (reuse, key) {
             let identity = grant.subject;
-            let minted = reuse::Minted { access_token: access_token.clone(), issued_at: now, expires_at, identity };
+            let minted =
+                reuse::Minted { access_token: access_token.as_str().into(), issued_at: now, expires_at, identity };
             reuse.remember(key, minted).await;
         }
         Ok((access_token, expires_at))

@@ -50,7 +50,7 @@ pub fn granted_scope(
 /// A client bound to one upstream exchanges only that upstream's tokens.
 pub fn check_client_upstream(client: &RegisteredClient, subject: &ValidatedIdentity) -> Result<(), OAuthError> {
     match &client.upstream {
-        Some(bound) if *bound != subject.upstream => Err(OAuthError::UnauthorizedClient(
+        Some(bound) if **bound != *subject.upstream => Err(OAuthError::UnauthorizedClient(
             "this client may not exchange tokens from the subject token's issuer".into(),
         )),
         _ => Ok(()),

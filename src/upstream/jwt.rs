@@ -16,7 +16,7 @@ use crate::vocabulary::{SubjectToken, ValidatedIdentity, ValidationError, Vouche
 /// An upstream whose tokens are JWTs we verify ourselves.
 pub struct JwtUpstream {
     name: Arc<str>,
-    issuer: String,
+    issuer: Arc<str>,
     audiences: Vec<String>,
     algorithms: Vec<jsonwebtoken::Algorithm>,
     leeway: Duration,
@@ -95,7 +95,7 @@ impl JwtUpstream {
         );
         Self {
             name: settings.name.as_str().into(),
-            issuer: settings.issuer.clone(),
+            issuer: settings.issuer.as_str().into(),
             audiences: settings.audiences.clone(),
             algorithms: settings.algorithms.clone(),
             leeway: settings.leeway,
@@ -167,9 +167,9 @@ impl JwtUpstream {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ValidationError::rejected("sub is missing"))?;
         Ok(ValidatedIdentity {
-            upstream: self.name.to_string(),
+            upstream: Arc::clone(&self.name),
             issuer: self.issuer.clone(),
-            subject: subject.to_owned(),
+            subject: subject.into(),
             expires_at: numeric_date(&claims, "exp"),
             scopes: scopes_from_claims(&claims),
             claims: retain_claims(&claims, &self.retained_claims),

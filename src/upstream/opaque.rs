@@ -53,7 +53,7 @@ struct Userinfo {
 /// An upstream that validates opaque tokens by asking the provider about each one.
 pub struct OpaqueUpstream {
     name: Arc<str>,
-    issuer: String,
+    issuer: Arc<str>,
     introspection: Option<Introspection>,
     userinfo: Option<Userinfo>,
     /// The provider's metadata, for endpoints written as `"discover"` and the signing keys.
@@ -96,7 +96,7 @@ impl OpaqueUpstream {
             .map(|endpoint| Userinfo { endpoint, signed_by: signed_by(settings.userinfo_format) });
         Some(Self {
             name: settings.name.as_str().into(),
-            issuer: settings.issuer.clone(),
+            issuer: settings.issuer.as_str().into(),
             introspection,
             userinfo,
             metadata,
@@ -131,15 +131,15 @@ impl OpaqueUpstream {
         let subject = known.subject.ok_or_else(|| ValidationError::rejected("the upstream named no subject"))?;
         check_client(&self.allowed_clients, known.client.as_deref())?;
         // A `sub` is unique only within its issuer: an answer may not speak for another one.
-        if known.issuer.as_deref().is_some_and(|iss| iss != self.issuer) {
+        if known.issuer.as_deref().is_some_and(|iss| iss != &*self.issuer) {
             return Err(ValidationError::rejected("the upstream's answer names another issuer"));
         }
         let unknown_expiry = known.expires_at.is_none();
         Ok(Vouched {
             identity: ValidatedIdentity {
-                upstream: self.name.to_string(),
+                upstream: Arc::clone(&self.name),
                 issuer: self.issuer.clone(),
-                subject,
+                subject: subject.into_boxed_str(),
                 expires_at: known.expires_at,
                 scopes: known.scopes,
                 claims: retain_claims(&known.claims, &self.retained_claims),
@@ -209,7 +209,10 @@ impl OpaqueUpstream {
             subject: response.sub().map(str::to_owned),
             issuer: response.iss().map(str::to_owned),
             expires_at,
-            scopes: response.scopes().map(|s| s.iter().map(|scope| scope.to_string()).collect()).unwrap_or_default(),
+            scopes: response
+                .scopes()
+                .map(|s| s.iter().map(|scope| scope.to_string().into_boxed_str()).collect())
+                .unwrap_or_default(),
             client: response.client_id().map(|id| id.as_str().to_owned()),
             claims: response.extra_fields().0.clone(),
         })
@@ -321,7 +324,7 @@ struct Known {
     subject: Option<String>,
     issuer: Option<String>,
     expires_at: Option<UnixTime>,
-    scopes: Vec<String>,
+    scopes: Box<[Box<str>]>,
     /// The OAuth client the token was issued to, where the answer says.
     client: Option<String>,
     claims: Map<String, Value>,

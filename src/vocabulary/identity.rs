@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -5,19 +7,22 @@ use super::ScopeSet;
 use crate::clock::UnixTime;
 
 /// What an upstream vouched for. Cached and shared between replicas, so it holds only what
-/// minting needs: never the token, never claims we were not asked to pass on.
+/// minting needs: never the token, never claims we were not asked to pass on. One is kept per
+/// cached token, so it is compact: the upstream's name and issuer are shared with the upstream
+/// (an `Arc` clone, not a copy per identity), and strings are boxed without spare capacity.
+/// The serialized form (Redis, `cache::ENTRY_VERSION`) is the same as with `String`s and `Vec`s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidatedIdentity {
     /// Name of the upstream that validated the token.
-    pub upstream: String,
+    pub upstream: Arc<str>,
     /// `iss` of the subject token (or the upstream's issuer for opaque tokens).
-    pub issuer: String,
-    pub subject: String,
+    pub issuer: Arc<str>,
+    pub subject: Box<str>,
     /// When the subject token stops being valid, when anybody told us.
     pub expires_at: Option<UnixTime>,
     /// Scopes the subject token carries.
     #[serde(default)]
-    pub scopes: Vec<String>,
+    pub scopes: Box<[Box<str>]>,
     /// Retained claims: the configured identity claims plus `auth_time`, `acr`, `amr`, `act`,
     /// `may_act` when present.
     #[serde(default)]
@@ -29,7 +34,17 @@ const ALWAYS_RETAINED_CLAIMS: &[&str] = &["auth_time", "acr", "amr", "act", "may
 
 impl ValidatedIdentity {
     pub fn scope_set(&self) -> ScopeSet {
-        ScopeSet::from_values(self.scopes.iter().map(String::as_str))
+        ScopeSet::from_values(self.scopes.iter().map(AsRef::as_ref))
+    }
+
+    /// Roughly how many bytes of heap this identity holds, for weighing cache entries. The
+    /// upstream's name and issuer are counted although they are usually shared: an identity
+    /// read back from Redis has its own copies.
+    pub fn heap_bytes(&self) -> usize {
+        const ARC_HEADER: usize = 2 * size_of::<usize>();
+        let strings = ARC_HEADER + self.upstream.len() + ARC_HEADER + self.issuer.len() + self.subject.len();
+        let scopes = self.scopes.iter().map(|scope| size_of::<Box<str>>() + scope.len()).sum::<usize>();
+        strings + scopes + map_heap_bytes(&self.claims)
     }
 
     pub fn is_expired_at(&self, now: UnixTime) -> bool {
@@ -37,14 +52,31 @@ impl ValidatedIdentity {
     }
 }
 
+/// A JSON object's heap: per member its key and value, the key's text and what the value holds;
+/// a B-tree node's spare slots are left out (they are amortised over its members).
+fn map_heap_bytes(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(name, value)| size_of::<String>() + name.len() + size_of::<Value>() + value_heap_bytes(value))
+        .sum()
+}
+
+fn value_heap_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(|item| size_of::<Value>() + value_heap_bytes(item)).sum(),
+        Value::Object(members) => map_heap_bytes(members),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
+
 /// Scopes as upstreams write them: a space-delimited `scope` string (RFC 8693 §4.2, RFC 7662)
 /// or an `scp` array (Okta, Azure AD).
-pub fn scopes_from_claims(claims: &Map<String, Value>) -> Vec<String> {
+pub fn scopes_from_claims(claims: &Map<String, Value>) -> Box<[Box<str>]> {
     match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(text)), _) => text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        (_, Some(Value::Array(items))) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        (_, Some(Value::String(text))) => text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        _ => Vec::new(),
+        (Some(Value::String(text)), _) => text.split(' ').filter(|s| !s.is_empty()).map(Box::from).collect(),
+        (_, Some(Value::Array(items))) => items.iter().filter_map(Value::as_str).map(Box::from).collect(),
+        (_, Some(Value::String(text))) => text.split(' ').filter(|s| !s.is_empty()).map(Box::from).collect(),
+        _ => Box::default(),
     }
 }
 

@@ -23,7 +23,7 @@ fn identity(subject: &str, issuer: &str) -> ValidatedIdentity {
         issuer: issuer.into(),
         subject: subject.into(),
         expires_at: Some(NOW + secs(600)),
-        scopes: vec!["read".into()],
+        scopes: Box::new(["read".into()]),
         claims: Default::default(),
     }
 }
