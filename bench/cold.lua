@@ -1,6 +1,6 @@
 -- POST /token with a token never seen before on every request (cache misses).
 local counter = 0
--- BENCH_COLD_TAG keeps two cold phases of one run apart.
+-- BENCH_COLD_TAG keeps two cold phases of one run (and the steps of bench/memory.sh) apart.
 local run = (os.getenv("BENCH_COLD_TAG") or "") .. os.time()
 
 request = function()

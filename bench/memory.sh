@@ -63,7 +63,7 @@ exchange() { # identities tag: short wrk runs until the upstream was asked about
   local target=$(( $(introspections) + $1 )) chunk=0
   while [ "$(introspections)" -lt "$target" ]; do
     chunk=$(( chunk + 1 ))
-    BENCH_MEMORY_TAG="$2-$chunk-" wrk -t1 -c"$CONNECTIONS" -d"${BENCH_CHUNK_SECONDS:-2}s" -s bench/memory.lua \
+    BENCH_COLD_TAG="mem-$2-$chunk-" wrk -t1 -c"$CONNECTIONS" -d"${BENCH_CHUNK_SECONDS:-2}s" -s bench/cold.lua \
       "http://127.0.0.1:$APP_PORT/token" >"$WORK/wrk.log"
     ! grep -q 'Non-2xx' "$WORK/wrk.log" || { echo "non-2xx answers:" >&2; cat "$WORK/wrk.log" >&2; exit 1; }
   done
