@@ -62,7 +62,7 @@ impl Default for RateLimitSettings {
             forward_auth_per_peer: Rate::new(200_000, Duration::from_secs(1)),
             forward_auth_burst: None,
             unauthenticated_failures_per_peer: Rate::new(100, Duration::from_secs(60)),
-            first_sight_per_client: Rate::new(600, Duration::from_secs(60)),
+            first_sight_per_client: Rate::new(6000, Duration::from_secs(60)),
         }
     }
 }

@@ -377,5 +377,5 @@ fn protection_is_on_by_default() {
     assert_eq!(protection.max_concurrent_calls, 64);
     assert_eq!(protection.queue_timeout, Duration::from_millis(500));
     assert_eq!((protection.failure_threshold, protection.cool_down), (5, Duration::from_secs(30)));
-    assert_eq!(Settings::default().rate_limits.first_sight_per_client, per_minute(600));
+    assert_eq!(Settings::default().rate_limits.first_sight_per_client, per_minute(6000));
 }
