@@ -58,6 +58,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// A Lua script, sent by its SHA-1 once the Redis that runs it knows it.
+struct Script {
+    code: &'static str,
+    sha1: std::sync::LazyLock<String>,
+}
+
+static LOOKUP_OR_LEASE_SCRIPT: Script =
+    Script { code: LOOKUP_OR_LEASE, sha1: std::sync::LazyLock::new(|| sha1_of(LOOKUP_OR_LEASE)) };
+static RELEASE_LEASE_SCRIPT: Script =
+    Script { code: RELEASE_LEASE, sha1: std::sync::LazyLock::new(|| sha1_of(RELEASE_LEASE)) };
+
+fn sha1_of(code: &str) -> String {
+    redis::Script::new(code).get_hash().to_owned()
+}
+
 fn hold_millis(hold: Duration) -> u64 {
     u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -163,6 +178,29 @@ impl RedisCache {
 
     async fn command<T: redis::FromRedisValue>(&self, operation: &'static str, command: Cmd) -> Result<T, CacheError> {
         self.run(operation, self.connection.command(&command)).await
+    }
+
+    /// Runs `script` by its SHA-1; a Redis that does not know it yet (NOSCRIPT: new, restarted
+    /// or failed over, another cluster node) is sent the text, which it keeps for next time.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, CacheError> {
+        let call = |name: &str, body: &str| redis::cmd(name).arg(body).arg(keys.len()).arg(keys).arg(args).clone();
+        let (by_sha1, by_text) = (call("EVALSHA", &script.sha1), call("EVAL", script.code));
+        let connection = &self.connection;
+        let attempt = async move {
+            match connection.command(&by_sha1).await {
+                Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    connection.command(&by_text).await
+                }
+                answered => answered,
+            }
+        };
+        self.run(operation, attempt).await
     }
 
     async fn write(&self, operation: &'static str, writes: Writes) -> Result<(), CacheError> {
@@ -405,10 +443,9 @@ impl IdentityCache for RedisCache {
         let token = self.keys.token(key.digest());
         let mut keys = vec![token.entry(key.upstream()), token.revoked(), lease_key(&token, key)];
         keys.extend(self.legacy.as_ref().map(|legacy| legacy.revoked(key.digest())));
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(LOOKUP_OR_LEASE).arg(keys.len()).arg(&keys).arg(lessee).arg(hold_millis(hold));
+        let args = [lessee.to_owned(), hold_millis(hold).to_string()];
         let (entry, revoked, legacy_revoked, leased): (Option<Vec<u8>>, Option<i64>, Option<i64>, i64) =
-            self.command("lookup_or_lease", eval).await?;
+            self.script("lookup_or_lease", &LOOKUP_OR_LEASE_SCRIPT, &keys, &args).await?;
         let lease = match leased {
             1 => Lease::Granted,
             0 => Lease::HeldElsewhere,
@@ -426,8 +463,8 @@ impl IdentityCache for RedisCache {
 
     async fn release_lease(&self, key: &CacheKey, lessee: &str) -> Result<(), CacheError> {
         let lease = lease_key(&self.keys.token(key.digest()), key);
-        let release = redis::cmd("EVAL").arg(RELEASE_LEASE).arg(1).arg(lease).arg(lessee).clone();
-        let _released: i64 = self.command("release_lease", release).await?;
+        let _released: i64 =
+            self.script("release_lease", &RELEASE_LEASE_SCRIPT, &[lease], &[lessee.to_owned()]).await?;
         Ok(())
     }
 

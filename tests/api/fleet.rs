@@ -248,3 +248,20 @@ fn real_time() -> std::time::Instant {
 async fn real_pause(duration: Duration) {
     tokio::time::sleep(duration).await;
 }
+
+#[tokio::test]
+async fn a_redis_that_forgot_the_lookup_script_is_sent_it_again_without_an_error() {
+    let idp = FakeIdp::start().await;
+    let apps = replicas(&idp, 1).await;
+    idp.introspection_active("script-token-1", apps[0].now() + 600).await;
+    idp.introspection_active("script-token-2", apps[0].now() + 600).await;
+    assert_eq!(apps[0].exchange_opaque("script-token-1", &[]).await.status(), 200);
+    let mut redis = redis_connection().await;
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis).await.unwrap();
+
+    assert_eq!(apps[0].exchange_opaque("script-token-2", &[]).await.status(), 200);
+
+    let metrics = apps[0].metrics().await;
+    assert_eq!(metrics.total("token_exchange_redis_errors_total"), 0.0, "NOSCRIPT is not a Redis failure");
+    assert_eq!(idp.introspections().await, 2);
+}
