@@ -26,7 +26,7 @@ use crate::oauth::ServerMetadata;
 use crate::rate_limit::RateLimits;
 use crate::state::{AppState, BodyLimits};
 use crate::storage::Database;
-use crate::upstream::{JwtUpstream, MetadataCache, OpaqueUpstream, UpstreamHttp};
+use crate::upstream::{JwksCache, JwtUpstream, MetadataCache, OpaqueUpstream, UpstreamHttp};
 
 /// How long a client may take to send its request headers (actix answers 408 after it).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -321,12 +321,13 @@ fn upstream_routes(settings: &Settings, http: &Arc<UpstreamHttp>) -> Routes {
     let claims = &settings.tokens.claims;
     let (mut jwt, mut opaque) = (Vec::new(), Vec::new());
     for upstream in &settings.upstreams {
-        // One provider, one copy of its metadata, however many ways its tokens are checked.
+        // One provider, one copy of its metadata and keys, however many ways its tokens are checked.
         let metadata = MetadataCache::for_upstream(upstream, http.clone());
+        let keys = JwksCache::for_upstream(upstream, metadata.clone(), http.clone());
         if !upstream.audiences.is_empty() {
-            jwt.push(Arc::new(JwtUpstream::new(upstream, claims, metadata.clone(), http.clone())));
+            jwt.push(Arc::new(JwtUpstream::new(upstream, claims, keys.clone())));
         }
-        if let Some(introspecting) = OpaqueUpstream::from_settings(upstream, claims, metadata, http.clone()) {
+        if let Some(introspecting) = OpaqueUpstream::from_settings(upstream, claims, metadata, keys, http.clone()) {
             opaque.push((Arc::new(introspecting), upstream.default_for_opaque));
         }
     }

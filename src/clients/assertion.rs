@@ -85,10 +85,10 @@ impl ClientKeys {
                 let cache = match cache.get() {
                     Some(cache) => cache,
                     None => {
-                        let built = JwksCache::new(
+                        let built = JwksCache::at(
                             format!("client:{client_id}"),
                             client_id.to_owned(),
-                            Some(uri.clone()),
+                            uri.clone(),
                             http.clone(),
                             JWKS_MAX_AGE,
                             JWKS_COOLDOWN,

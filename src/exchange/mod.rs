@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::clients::RegisteredClient;
 use crate::clock::{SharedClock, UnixTime};
-use crate::identity::IdentityService;
+use crate::identity::{IdentityService, Presenter};
 use crate::keys::{KeyError, KeySource, sign_jwt};
 use crate::oauth::{ExchangeRequest, OAuthError, PresentedToken, TokenType};
 use crate::vocabulary::{Audience, ScopeSet, TokenDigest, ValidatedIdentity, ValidationError};
@@ -187,9 +187,8 @@ impl ExchangeService {
         parameter: &'static str,
     ) -> Result<ValidatedIdentity, OAuthError> {
         // The client holds its subject token: that gives it the right to revoke it later.
-        let holder = (parameter == "subject_token").then_some(client.client_id.as_str());
-        let asker = Some(client.client_id.as_str());
-        let resolved = self.identities.resolve(&presented.token, client.upstream.as_deref(), holder, asker, now).await;
+        let presenter = Presenter { client_id: &client.client_id, holds_token: parameter == "subject_token" };
+        let resolved = self.identities.resolve(&presented.token, client.upstream.as_deref(), presenter, now).await;
         resolved.map_err(|error| match error {
             // RFC 8693 §2.2.2: an invalid subject or actor token is `invalid_request`.
             ValidationError::Rejected(reason) => OAuthError::InvalidToken { parameter, reason },

@@ -22,6 +22,20 @@ pub struct Revoker<'a> {
     pub may_revoke_any: bool,
 }
 
+/// The client that presents a token to [`IdentityService::resolve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Presenter<'a> {
+    pub client_id: &'a str,
+    /// As its subject token (not as an actor token): the client holds it, and may revoke it.
+    pub holds_token: bool,
+}
+
+impl<'a> Presenter<'a> {
+    fn holder(self) -> Option<&'a str> {
+        self.holds_token.then_some(self.client_id)
+    }
+}
+
 /// What a revocation request did. Both are answered 200 (RFC 7009 §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revocation {
@@ -113,19 +127,18 @@ impl IdentityService {
     }
 
     #[tracing::instrument(name = "resolve", skip_all, fields(token, tier))]
-    /// Who `token` belongs to. `holder` is the client presenting it as its subject token: it
-    /// is remembered, because only a client that exchanged a token may revoke it (RFC 7009
-    /// §2.1). The leader of a miss writes that record with the entry, in one round trip.
-    /// `asker` is the client on whose behalf the upstream is asked on a miss: its first-sight
-    /// budget pays for the call.
+    /// Who `token` belongs to, asked by `presenter`. Its first-sight budget pays for an
+    /// upstream call on a miss. When it presents the token as its subject token, that is
+    /// remembered, because only a client that exchanged a token may revoke it (RFC 7009
+    /// §2.1); the leader of a miss writes that record with the entry, in one round trip.
     pub async fn resolve(
         &self,
         token: &SubjectToken,
         bound_upstream: Option<&str>,
-        holder: Option<&str>,
-        asker: Option<&str>,
+        presenter: Presenter<'_>,
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
+        let (holder, asker) = (presenter.holder(), Some(presenter.client_id));
         // Computed once: the span, the keys and the revocation checks all name the token by it.
         let digest = token.digest();
         tracing::Span::current().record("token", tracing::field::display(digest.fingerprint()));

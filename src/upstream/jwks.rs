@@ -10,6 +10,7 @@ use url::Url;
 
 use super::http::{HttpFailure, UpstreamCall, UpstreamHttp};
 use super::metadata::{MetadataCache, MetadataEndpoint};
+use super::settings::UpstreamSettings;
 use crate::clock::UnixTime;
 use crate::vocabulary::ValidationError;
 
@@ -76,19 +77,34 @@ struct RawJwks {
 }
 
 impl JwksCache {
-    /// Keys at `configured_uri`, or else where the issuer's metadata says (kept as long as the
-    /// keys are).
-    pub fn new(
+    /// Keys at `uri`, for a JWKS that is always named (a client's `jwks_uri`).
+    pub fn at(
         upstream: String,
         issuer: String,
-        configured_uri: Option<Url>,
+        uri: Url,
         http: Arc<UpstreamHttp>,
         max_age: Duration,
         cooldown: Duration,
     ) -> Self {
-        // Never asked when the location is configured; then it only costs its allocation.
-        let metadata = Arc::new(MetadataCache::new(upstream.clone(), issuer.clone(), http.clone(), max_age, cooldown));
-        Self::with_metadata(upstream, issuer, configured_uri, metadata, http, max_age, cooldown)
+        Self::located(upstream, issuer, JwksLocation::Configured(uri), http, max_age, cooldown)
+    }
+
+    /// The keys of `settings`' issuer: its `jwks_uri`, or else where `metadata` says. One per
+    /// upstream, shared by its offline JWT check and its signed-answer check.
+    pub fn for_upstream(
+        settings: &UpstreamSettings,
+        metadata: Arc<MetadataCache>,
+        http: Arc<UpstreamHttp>,
+    ) -> Arc<Self> {
+        Arc::new(Self::with_metadata(
+            settings.name.clone(),
+            settings.issuer.clone(),
+            settings.jwks_uri.clone(),
+            metadata,
+            http,
+            settings.jwks_max_age,
+            settings.jwks_refetch_cooldown,
+        ))
     }
 
     /// Keys at `configured_uri`, or else where `metadata` (the issuer's) says.
@@ -105,10 +121,10 @@ impl JwksCache {
             Some(uri) => JwksLocation::Configured(uri),
             None => JwksLocation::Discovered(metadata),
         };
-        Self::at(upstream, issuer, location, http, max_age, cooldown)
+        Self::located(upstream, issuer, location, http, max_age, cooldown)
     }
 
-    fn at(
+    fn located(
         upstream: String,
         issuer: String,
         location: JwksLocation,

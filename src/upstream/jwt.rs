@@ -7,9 +7,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
+use super::UpstreamSettings;
 use super::jwks::JwksCache;
-use super::metadata::MetadataCache;
-use super::{UpstreamHttp, UpstreamSettings};
 use crate::clock::UnixTime;
 use crate::vocabulary::{SubjectToken, ValidatedIdentity, ValidationError, Vouched, retain_claims, scopes_from_claims};
 
@@ -22,7 +21,7 @@ pub struct JwtUpstream {
     leeway: Duration,
     retained_claims: Vec<String>,
     allowed_clients: Vec<String>,
-    jwks: JwksCache,
+    jwks: Arc<JwksCache>,
 }
 
 /// What a JWS says of itself before anything is verified: only ever used to pick whose keys
@@ -77,22 +76,8 @@ pub fn unverified_claims(token: &SubjectToken) -> Option<UnverifiedClaims> {
 }
 
 impl JwtUpstream {
-    /// `metadata` is the issuer's, shared with the upstream's opaque half when it has one.
-    pub fn new(
-        settings: &UpstreamSettings,
-        retained_claims: &[String],
-        metadata: Arc<MetadataCache>,
-        http: Arc<UpstreamHttp>,
-    ) -> Self {
-        let jwks = JwksCache::with_metadata(
-            settings.name.clone(),
-            settings.issuer.clone(),
-            settings.jwks_uri.clone(),
-            metadata,
-            http,
-            settings.jwks_max_age,
-            settings.jwks_refetch_cooldown,
-        );
+    /// `jwks` is the issuer's, shared with the upstream's opaque half when it has one.
+    pub fn new(settings: &UpstreamSettings, retained_claims: &[String], jwks: Arc<JwksCache>) -> Self {
         Self {
             name: settings.name.as_str().into(),
             issuer: settings.issuer.as_str().into(),

@@ -69,19 +69,20 @@ pub struct OpaqueUpstream {
 }
 
 impl OpaqueUpstream {
-    /// `None` when the upstream has no endpoint for opaque tokens. `metadata` is the issuer's,
-    /// shared with the upstream's JWT half when it has one.
+    /// `None` when the upstream has no endpoint for opaque tokens. `metadata` and `keys` are
+    /// the issuer's, shared with the upstream's JWT half when it has one.
     pub fn from_settings(
         settings: &UpstreamSettings,
         retained_claims: &[String],
         metadata: Arc<MetadataCache>,
+        keys: Arc<JwksCache>,
         http: Arc<UpstreamHttp>,
     ) -> Option<Self> {
         if settings.introspection_endpoint.is_none() && settings.userinfo_endpoint.is_none() {
             return None;
         }
         let verifier = (settings.signs_introspection() || settings.signs_userinfo())
-            .then(|| Arc::new(answer_verifier(settings, &metadata, &http)));
+            .then(|| Arc::new(answer_verifier(settings, keys)));
         let signed_by = |format: AnswerFormat| verifier.clone().filter(|_| format == AnswerFormat::Jwt);
         let introspection = settings.introspection_endpoint.clone().map(|endpoint| Introspection {
             endpoint,
@@ -273,20 +274,7 @@ impl OpaqueUpstream {
 
 /// Verifies signed answers with the upstream's keys (its `jwks_uri`, else the metadata's): they
 /// must come from its issuer and be meant for our `client_id` there.
-fn answer_verifier(
-    settings: &UpstreamSettings,
-    metadata: &Arc<MetadataCache>,
-    http: &Arc<UpstreamHttp>,
-) -> AnswerVerifier {
-    let keys = JwksCache::with_metadata(
-        settings.name.clone(),
-        settings.issuer.clone(),
-        settings.jwks_uri.clone(),
-        metadata.clone(),
-        http.clone(),
-        settings.jwks_max_age,
-        settings.jwks_refetch_cooldown,
-    );
+fn answer_verifier(settings: &UpstreamSettings, keys: Arc<JwksCache>) -> AnswerVerifier {
     AnswerVerifier::new(
         settings.issuer.clone(),
         settings.client_id.clone().unwrap_or_default(),

@@ -4,6 +4,7 @@
 //! that fails any check says nothing about the token: the upstream is misconfigured or
 //! someone tampers with its answers, so it is never taken, and never remembered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -51,7 +52,7 @@ pub struct AnswerVerifier {
     audience: String,
     algorithms: Vec<Algorithm>,
     leeway: Duration,
-    keys: JwksCache,
+    keys: Arc<JwksCache>,
 }
 
 impl AnswerVerifier {
@@ -60,7 +61,7 @@ impl AnswerVerifier {
         audience: String,
         algorithms: Vec<Algorithm>,
         leeway: Duration,
-        keys: JwksCache,
+        keys: Arc<JwksCache>,
     ) -> Self {
         Self { issuer, audience, algorithms, leeway, keys }
     }

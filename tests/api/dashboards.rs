@@ -22,7 +22,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use token_exchange::config::{RouteSettings, Settings};
 use wiremock::ResponseTemplate;
 
 use crate::helpers::*;
@@ -350,18 +349,6 @@ impl Exported {
     }
 }
 
-fn orders_route(settings: &mut Settings) {
-    settings.forward_auth.routes.push(RouteSettings {
-        name: "orders".into(),
-        hosts: vec!["api.example.com".into()],
-        path_prefix: "/api/orders".into(),
-        methods: Vec::new(),
-        client: CLIENT_ID.into(),
-        audience: "orders".into(),
-        scope: Some("read".into()),
-    });
-}
-
 /// Drives three apps through every path that creates a series and returns what they export:
 /// `first` (Redis, an opaque upstream, a forward-auth route), `second` (a replica on the same
 /// Redis prefix, for an L2 hit) and `cut_off` (its Redis does not listen, for Redis errors).
@@ -370,7 +357,7 @@ async fn exported_by_a_busy_service() -> Exported {
     let first = TestApp::builder(&idp)
         .with_redis()
         .with_opaque_upstream(idp.introspection_upstream())
-        .configure(orders_route)
+        .configure(with_orders_route)
         .spawn()
         .await;
     idp.introspection_active("dashboard-1", first.now() + 600).await;

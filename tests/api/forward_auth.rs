@@ -7,28 +7,12 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse as CheckHttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, attribute_context};
 use serde_json::json;
-use token_exchange::config::{RouteSettings, Settings};
+use token_exchange::config::Settings;
 use wiremock::ResponseTemplate;
 
 use crate::helpers::*;
 
 const ROUTE_AUDIENCE: &str = "orders";
-
-fn orders_route() -> RouteSettings {
-    RouteSettings {
-        name: "orders".into(),
-        hosts: vec!["api.example.com".into()],
-        path_prefix: "/api/orders".into(),
-        methods: Vec::new(),
-        client: CLIENT_ID.into(),
-        audience: ROUTE_AUDIENCE.into(),
-        scope: Some("read".into()),
-    }
-}
-
-fn with_orders_route(settings: &mut Settings) {
-    settings.forward_auth.routes.push(orders_route());
-}
 
 async fn gateway_app(idp: &FakeIdp) -> TestApp {
     TestApp::builder(idp).configure(with_orders_route).spawn().await

@@ -272,15 +272,7 @@ async fn a_forward_auth_route_spends_its_clients_budget_and_is_answered_429_with
         .with_opaque_upstream(idp.introspection_upstream())
         .configure(|s| {
             s.rate_limits.first_sight_per_client = per_minute(1);
-            s.forward_auth.routes.push(RouteSettings {
-                name: "orders".into(),
-                hosts: vec!["api.example.com".into()],
-                path_prefix: "/api/orders".into(),
-                methods: Vec::new(),
-                client: CLIENT_ID.into(),
-                audience: "orders".into(),
-                scope: None,
-            });
+            s.forward_auth.routes.push(RouteSettings { scope: None, ..orders_route() });
         })
         .spawn()
         .await;

@@ -230,8 +230,19 @@ impl TestApp {
         secret: &str,
         form: &[(&str, &str)],
     ) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
+        self.post_form_via(&self.http, path, client_id, secret, form).await
+    }
+
+    /// [`Self::post_form_as`] through `http` (another peer, see `from_peer`).
+    pub async fn post_form_via(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        http.post(self.url(path))
             .header("Authorization", basic(client_id, secret))
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(serde_html_form::to_string(form).unwrap())

@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::Value;
-use token_exchange::config::ClientSettings;
+use token_exchange::config::{ClientSettings, RouteSettings, Settings};
 
 pub use app::{TestApp, TestAppBuilder, spawn_app};
 pub use binary::ServerProcess;
@@ -86,6 +86,24 @@ pub fn merge(target: &mut Value, changes: Value) {
     }
 }
 
+/// The forward-auth route `orders`: `api.example.com/api/orders`, exchanged as the client
+/// `gateway` for the audience `orders` and the scope `read`.
+pub fn orders_route() -> RouteSettings {
+    RouteSettings {
+        name: "orders".into(),
+        hosts: vec!["api.example.com".into()],
+        path_prefix: "/api/orders".into(),
+        methods: Vec::new(),
+        client: CLIENT_ID.into(),
+        audience: "orders".into(),
+        scope: Some("read".into()),
+    }
+}
+
+pub fn with_orders_route(settings: &mut Settings) {
+    settings.forward_auth.routes.push(orders_route());
+}
+
 /// An `Authorization: Basic` value, with id and secret form-urlencoded first (RFC 6749 §2.3.1).
 pub fn basic(client_id: &str, secret: &str) -> String {
     let encode = |s: &str| serde_html_form::to_string([("v", s)]).unwrap()[2..].to_owned();
@@ -119,11 +137,5 @@ pub async fn exchange_as(
 ) -> reqwest::Response {
     let subject = idp.token(app.now());
     let form = [("grant_type", TOKEN_EXCHANGE), ("subject_token", subject.as_str()), ("subject_token_type", JWT)];
-    http.post(app.url("/token"))
-        .header("Authorization", basic(client_id, secret))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(serde_html_form::to_string(form).unwrap())
-        .send()
-        .await
-        .unwrap()
+    app.post_form_via(http, "/token", client_id, secret, &form).await
 }
