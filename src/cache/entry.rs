@@ -34,6 +34,10 @@ impl CacheKey {
         &self.upstream
     }
 
+    pub fn upstream_arc(&self) -> &Arc<str> {
+        &self.upstream
+    }
+
     pub fn digest(&self) -> &TokenDigest {
         &self.digest
     }
@@ -86,19 +90,17 @@ impl CacheEntry {
         now.until(self.valid_until)
     }
 
-    /// Roughly the heap this entry holds, for weighing it in the in-process cache.
-    pub fn heap_bytes(&self) -> usize {
-        size_of::<Self>()
-            + match &self.verdict {
-                Verdict::Valid { identity } => identity.heap_bytes(),
-                Verdict::Rejected { reason } => reason.len(),
-            }
-    }
-
     pub fn identity(&self) -> Option<&ValidatedIdentity> {
         match &self.verdict {
             Verdict::Valid { identity } => Some(identity),
             Verdict::Rejected { .. } => None,
+        }
+    }
+
+    pub fn into_result(self) -> Result<ValidatedIdentity, ValidationError> {
+        match self.verdict {
+            Verdict::Valid { identity } => Ok(identity),
+            Verdict::Rejected { reason } => Err(ValidationError::rejected(reason)),
         }
     }
 

@@ -1,4 +1,3 @@
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,42 +6,10 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 
-use super::entry::is_entry_of_subject;
+use super::records::Records;
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, subject_digest};
 use crate::clock::UnixTime;
 use crate::vocabulary::TokenDigest;
-
-/// An entry and how long the store keeps it, fixed when it is written.
-#[derive(Debug, Clone)]
-struct Stored {
-    entry: Arc<CacheEntry>,
-    keep_for: Duration,
-}
-
-impl Stored {
-    fn new(entry: CacheEntry, now: UnixTime) -> Self {
-        let keep_for = entry.time_left(now);
-        Self { entry: Arc::new(entry), keep_for }
-    }
-
-    /// Roughly the bytes one entry costs the process: moka's bookkeeping, the token's exchange
-    /// record, the key, this value, the shared entry and what the entry holds on the heap.
-    fn bytes(&self) -> usize {
-        const ARC_HEADER: usize = 2 * size_of::<usize>();
-        let own = size_of::<CacheKey>() + size_of::<Self>() + ARC_HEADER + self.entry.heap_bytes();
-        MOKA_ENTRY_OVERHEAD + EXCHANGE_RECORD + own
-    }
-}
-
-/// What an entry costs beyond its key and value: moka's `Arc`ed key and value entry, its
-/// deque and timer-wheel nodes and hash-table slot, and the allocator's own overhead on each of
-/// those allocations. moka does not say; calibrated against `bench/memory.sh`, whose resident
-/// bytes per entry the estimates should roughly match.
-pub const MOKA_ENTRY_OVERHEAD: usize = 350;
-
-/// An identity comes with the record of who exchanged its token (`exchanged`, bounded by
-/// count only): counted with the identity, so that `max_bytes` follows the process's memory.
-const EXCHANGE_RECORD: usize = 300;
 
 /// Hashes keys that are SHA-256 digests (of tokens, under an upstream or with a client id) by
 /// folding their bytes with one multiply per word, instead of SipHash. Flooding one bucket
@@ -113,18 +80,8 @@ impl MemoryBounds {
     }
 }
 
+/// Keeps a `(until, keep_for)` record for `keep_for`, however it was written.
 struct KeepFor;
-
-impl Expiry<CacheKey, Stored> for KeepFor {
-    fn expire_after_create(&self, _: &CacheKey, stored: &Stored, _: Instant) -> Option<Duration> {
-        Some(stored.keep_for)
-    }
-
-    /// A replaced entry lives as long as the new one says, not what was left of the old one.
-    fn expire_after_update(&self, _: &CacheKey, stored: &Stored, _: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(stored.keep_for)
-    }
-}
 
 impl<K> Expiry<K, (UnixTime, Duration)> for KeepFor {
     fn expire_after_create(&self, _: &K, value: &(UnixTime, Duration), _: Instant) -> Option<Duration> {
@@ -142,18 +99,30 @@ impl<K> Expiry<K, (UnixTime, Duration)> for KeepFor {
     }
 }
 
-/// The in-process cache: entries bounded by count and by bytes, the small fixed-size records
-/// beside them (first sight, revocations, exchanges, claims) by count. Cloning shares it.
+/// A cache of `(until, keep_for)` records, each kept for its `keep_for`.
+fn kept_for_their_time<K, S>(max_entries: u64, hashing: S) -> Cache<K, (UnixTime, Duration), S>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build_with_hasher(hashing)
+}
+
+/// The in-process cache: per token, one compact record of its verdict and of the client that
+/// exchanged it (`records.rs`), bounded by count and by bytes; beside it, the small records
+/// that few tokens have (first sight, revocations, further holders, claims), bounded by count.
+/// Cloning shares it.
 #[derive(Clone)]
 pub struct MemoryCache {
-    entries: Cache<CacheKey, Stored, DigestHashing>,
+    records: Arc<Records>,
     first_seen: Cache<CacheKey, (UnixTime, Duration), DigestHashing>,
     /// Revoked token digests and until when.
     revoked: Cache<TokenDigest, (UnixTime, Duration), DigestHashing>,
-    /// Which client exchanged which token, for RFC 7009 revocation rights.
-    exchanged: Cache<(TokenDigest, Arc<str>), (UnixTime, Duration), DigestHashing>,
+    /// Clients that exchanged a token after another one did (the record names the first), for
+    /// RFC 7009 revocation rights.
+    more_holders: Cache<(TokenDigest, Arc<str>), (UnixTime, Duration), DigestHashing>,
     /// One-time claims (`claim_once`) and until when.
-    claims: Cache<Arc<str>, (UnixTime, Duration)>,
+    claims: Cache<Arc<str>, (UnixTime, Duration), std::hash::RandomState>,
 }
 
 impl MemoryCache {
@@ -165,101 +134,63 @@ impl MemoryCache {
     pub fn bounded(bounds: MemoryBounds) -> Self {
         let max_entries = bounds.max_entries;
         Self {
-            entries: Cache::builder()
-                .max_capacity(bounds.max_bytes)
-                .weigher(move |_: &CacheKey, stored: &Stored| bounds.weight(stored.bytes()))
-                .expire_after(KeepFor)
-                .build_with_hasher(DigestHashing),
-            first_seen: Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(KeepFor)
-                .build_with_hasher(DigestHashing),
-            revoked: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build_with_hasher(DigestHashing),
-            exchanged: Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(KeepFor)
-                .build_with_hasher(DigestHashing),
-            claims: Cache::builder().max_capacity(max_entries).expire_after(KeepFor).build(),
+            records: Arc::new(Records::new(bounds)),
+            first_seen: kept_for_their_time(max_entries, DigestHashing),
+            revoked: kept_for_their_time(max_entries, DigestHashing),
+            more_holders: kept_for_their_time(max_entries, DigestHashing),
+            claims: kept_for_their_time(max_entries, std::hash::RandomState::new()),
         }
     }
 
-    /// The entries' weight (estimated bytes, see [`MemoryBounds`]) and count, after pending
-    /// writes and evictions are applied.
-    pub async fn weighed_size(&self) -> (u64, u64) {
-        self.entries.run_pending_tasks().await;
-        (self.entries.weighted_size(), self.entries.entry_count())
-    }
-
-    /// The entry for `key`, or the one `load` produces. Concurrent callers for the same key
-    /// share one `load`: the upstream is asked once however many requests arrive together.
-    pub async fn get_or_load<F, E>(&self, key: CacheKey, now: UnixTime, load: F) -> Result<Arc<CacheEntry>, E>
-    where
-        F: Future<Output = Result<CacheEntry, E>>,
-        E: Clone + Send + Sync + 'static,
-    {
-        self.entries
-            .try_get_with(key, async move { load.await.map(|entry| Stored::new(entry, now)) })
-            .await
-            .map(|stored| stored.entry)
-            .map_err(|shared: Arc<E>| (*shared).clone())
+    /// The records' estimated bytes and their number.
+    pub fn weighed_size(&self) -> (u64, u64) {
+        self.records.size()
     }
 
     /// The entry for `key` if it is usable at `now`; an unusable one is dropped.
-    pub async fn get_usable(&self, key: &CacheKey, now: UnixTime) -> Option<Arc<CacheEntry>> {
-        let stored = self.entries.get(key).await?;
-        if stored.entry.is_usable_at(now) {
-            Some(stored.entry)
-        } else {
-            self.entries.invalidate(key).await;
-            None
+    pub fn get_usable(&self, key: &CacheKey, now: UnixTime) -> Option<CacheEntry> {
+        self.records.get_usable(key, now)
+    }
+
+    /// Keeps `entry` until its deadline; one already past it is not kept.
+    pub fn insert(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) {
+        if !entry.time_left(now).is_zero() {
+            self.records.insert(key, entry, now);
         }
     }
 
-    pub async fn insert(&self, key: CacheKey, entry: CacheEntry, now: UnixTime) {
-        self.entries.insert(key, Stored::new(entry, now)).await;
-    }
-
-    /// Forgets every entry (never a revocation): after the invalidation channel was lost,
-    /// anything held may have been revoked or purged elsewhere in the meantime.
+    /// Forgets every entry (never a revocation, nor who exchanged a token): after the
+    /// invalidation channel was lost, anything held may have been revoked or purged elsewhere.
     pub fn drop_all_entries(&self) {
-        self.entries.invalidate_all();
+        self.records.forget_where(|_, _| true);
     }
 
-    pub async fn drop_keys(&self, keys: &[CacheKey]) {
+    pub fn drop_keys(&self, keys: &[CacheKey]) {
         for key in keys {
-            self.entries.invalidate(key).await;
+            self.records.forget(key);
         }
     }
 
     /// Drops every entry whose identity has this subject digest (and issuer, when given);
-    /// returns how many. A full scan: purges are rare, lookups are not.
-    pub async fn drop_subject(&self, issuer: Option<&str>, subject_digest_hex: &str) -> u64 {
-        let doomed: Vec<CacheKey> = self
-            .entries
-            .iter()
-            .filter(|(_, stored)| is_entry_of_subject(&stored.entry, issuer, subject_digest_hex))
-            .map(|(key, _)| (*key).clone())
-            .collect();
-        self.drop_keys(&doomed).await;
-        doomed.len() as u64
+    /// returns how many.
+    pub fn drop_subject(&self, issuer: Option<&str>, subject_digest_hex: &str) -> u64 {
+        self.records.forget_where(|upstream, packed| packed.is_of_subject(upstream, issuer, subject_digest_hex))
     }
 }
 
 #[async_trait]
 impl IdentityCache for MemoryCache {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, CacheError> {
-        Ok(self.entries.get(key).await.map(|stored| (*stored.entry).clone()))
+        Ok(self.records.get(key))
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
-        if !entry.time_left(now).is_zero() {
-            self.insert(key.clone(), entry.clone(), now).await;
-        }
+        self.insert(key, entry, now);
         Ok(())
     }
 
     async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
-        self.drop_keys(keys).await;
+        self.drop_keys(keys);
         Ok(())
     }
 
@@ -289,23 +220,22 @@ impl IdentityCache for MemoryCache {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<(), CacheError> {
-        self.exchanged.insert((*digest, client_id.into()), (until, now.until(until))).await;
+        if !self.records.record_holder(digest, client_id, until, now) {
+            self.more_holders.insert((*digest, client_id.into()), (until, now.until(until))).await;
+        }
         Ok(())
     }
 
     async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
-        Ok(self.exchanged.contains_key(&(*digest, client_id.into())))
+        Ok(self.records.is_holder(digest, client_id) || self.more_holders.contains_key(&(*digest, client_id.into())))
     }
 
     async fn remove_upstream(&self, upstream: &str) -> Result<u64, CacheError> {
-        let doomed: Vec<CacheKey> =
-            self.entries.iter().filter(|(key, _)| key.upstream() == upstream).map(|(key, _)| (*key).clone()).collect();
-        self.drop_keys(&doomed).await;
-        Ok(doomed.len() as u64)
+        Ok(self.records.forget_where(|held_by, _| &**held_by == upstream))
     }
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
-        Ok(self.drop_subject(issuer, &subject_digest(subject)).await)
+        Ok(self.drop_subject(issuer, &subject_digest(subject)))
     }
 }
 
@@ -328,33 +258,33 @@ mod tests {
         CacheEntry::valid(identity, NOW + Duration::from_secs(600))
     }
 
-    async fn fill(cache: &MemoryCache, count: usize, subject_len: usize) {
+    fn fill(cache: &MemoryCache, count: usize, subject_len: usize) {
         let upstream: Arc<str> = "idp".into();
         for n in 0..count {
             let key = CacheKey::new(Arc::clone(&upstream), SubjectToken::new(format!("token-{n}")).digest());
-            cache.insert(key, entry(&format!("{n:0>subject_len$}")), NOW).await;
+            cache.insert(&key, &entry(&format!("{n:0>subject_len$}")), NOW);
         }
     }
 
-    #[tokio::test]
-    async fn the_identity_cache_is_bounded_by_bytes() {
+    #[test]
+    fn the_identity_cache_is_bounded_by_bytes() {
         let bounds = MemoryBounds { max_entries: 100_000, max_bytes: 256 * 1024 };
         let cache = MemoryCache::bounded(bounds);
 
-        fill(&cache, 2_000, 1_000).await;
+        fill(&cache, 2_000, 1_000);
 
-        let (bytes, entries) = cache.weighed_size().await;
+        let (bytes, entries) = cache.weighed_size();
         assert!(bytes <= bounds.max_bytes, "{bytes} bytes held");
         assert!(entries > 0 && entries < 2_000, "{entries} entries held: nothing was evicted");
     }
 
-    #[tokio::test]
-    async fn max_entries_still_bounds_small_entries() {
+    #[test]
+    fn max_entries_still_bounds_small_entries() {
         let cache = MemoryCache::bounded(MemoryBounds { max_entries: 100, max_bytes: 64 * 1024 * 1024 });
 
-        fill(&cache, 1_000, 8).await;
+        fill(&cache, 1_000, 8);
 
-        let (_, entries) = cache.weighed_size().await;
+        let (_, entries) = cache.weighed_size();
         assert!(entries <= 100, "{entries} entries held");
     }
 

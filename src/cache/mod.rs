@@ -7,6 +7,8 @@ mod connection;
 mod entry;
 mod keys;
 mod memory;
+mod packed;
+mod records;
 mod redis;
 mod topology;
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 pub use entry::{CacheEntry, CacheKey, Invalidation, Verdict, subject_digest};
 pub use keys::RedisKeys;
-pub use memory::{DigestHashing, MOKA_ENTRY_OVERHEAD, MemoryBounds, MemoryCache};
+pub use memory::{DigestHashing, MemoryBounds, MemoryCache};
 pub use redis::{BACKOFF, RedisCache, RedisSettings, RedisTopology};
 pub use topology::{TopologyError, check as check_redis_topology};
 

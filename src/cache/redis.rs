@@ -291,7 +291,7 @@ impl RedisCache {
                     }
                 }
                 Ok(Invalidation::PurgeSubject { issuer, subject_digest }) => {
-                    local.drop_subject(issuer.as_deref(), &subject_digest).await;
+                    local.drop_subject(issuer.as_deref(), &subject_digest);
                 }
                 Err(_) => tracing::warn!("ignoring a malformed invalidation message"),
             }

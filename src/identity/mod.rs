@@ -6,9 +6,9 @@ mod fleet;
 mod policy;
 mod protection;
 mod routing;
+mod single_flight;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use policy::CachePolicy;
@@ -48,8 +48,11 @@ const LONGEST_REVOCATION: Duration = Duration::from_secs(366 * 24 * 3600);
 use fleet::{FleetFlight, Found};
 use routing::Route;
 pub use routing::Routes;
+use single_flight::SingleFlight;
 
-use crate::cache::{CacheEntry, CacheError, CacheKey, IdentityCache, Invalidation, MemoryCache, subject_digest};
+use crate::cache::{
+    CacheEntry, CacheError, CacheKey, DigestHashing, IdentityCache, Invalidation, MemoryCache, subject_digest,
+};
 use crate::clock::UnixTime;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -62,6 +65,8 @@ pub struct IdentityService {
     /// Replaced by a configuration reload; a resolution under way finishes on its snapshot.
     routes: Live<Routes>,
     local: MemoryCache,
+    /// Misses under way in this process: one upstream call per token, however many ask.
+    flights: SingleFlight<CacheKey, Result<Arc<CacheEntry>, ValidationError>, DigestHashing>,
     shared: Option<Arc<dyn IdentityCache>>,
     policy: CachePolicy,
     fleet: FleetFlight,
@@ -86,7 +91,8 @@ impl IdentityService {
         }
         let fleet = FleetFlight::new(policy.upstream_lease);
         let misconfigured = Default::default();
-        Self { routes: Live::new(routes), local, shared, policy, fleet, metrics, misconfigured, protection }
+        let flights = SingleFlight::new();
+        Self { routes: Live::new(routes), local, flights, shared, policy, fleet, metrics, misconfigured, protection }
     }
 
     /// What a reload reconfigures before the routes that lead to the upstreams.
@@ -147,28 +153,29 @@ impl IdentityService {
         if self.is_revoked_locally(&digest, now).await {
             return Err(revoked());
         }
-        if let Some(entry) = self.local.get_usable(&key, now).await {
+        if let Some(entry) = self.local.get_usable(&key, now) {
             tracing::Span::current().record("tier", "l1");
             self.metrics.cache_lookup("l1", hit_kind(&entry));
-            let identity = entry.to_result()?;
+            let identity = entry.into_result()?;
             self.remember_holder(&digest, holder, &identity, now).await;
             return Ok(identity);
         }
         self.metrics.cache_lookup("l1", "miss");
-        let led = AtomicBool::new(false);
-        let entry = self
-            .local
-            .get_or_load(key.clone(), now, async {
-                led.store(true, Ordering::Relaxed);
-                self.load(&route, token, &key, holder, asker, now).await
+        let (entry, led) = self
+            .flights
+            .run(&key, async {
+                let entry = self.load(&route, token, &key, holder, asker, now).await?;
+                // Kept before the flight lands, so a request after it finds the entry here.
+                self.local.insert(&key, &entry, now);
+                Ok(Arc::new(entry))
             })
-            .await?;
+            .await;
         // A revocation that landed while the upstream was being asked wins over its answer.
         if self.is_revoked_locally(&digest, now).await {
             return Err(revoked());
         }
-        let identity = entry.to_result()?;
-        if !led.load(Ordering::Relaxed) {
+        let identity = entry?.to_result()?;
+        if !led {
             tracing::Span::current().record("tier", "singleflight_wait");
             self.metrics.coalesced_wait();
             self.remember_holder(&digest, holder, &identity, now).await;
@@ -348,7 +355,7 @@ impl IdentityService {
         }
         let until = self.revocation_horizon(now, known_expiry);
         self.local.revoke(&digest, until, now).await?;
-        self.local.drop_keys(&keys).await;
+        self.local.drop_keys(&keys);
         if let Some(shared) = &self.shared {
             shared.revoke(&digest, until, now).await?;
             shared.publish(&Invalidation::Revoke { digest: digest.to_hex(), until }).await?;
@@ -371,7 +378,7 @@ impl IdentityService {
     /// The subject token's expiry as any tier remembers it.
     async fn cached_expiry(&self, key: &CacheKey, now: UnixTime) -> Option<UnixTime> {
         let expiry = |entry: &CacheEntry| entry.identity().and_then(|identity| identity.expires_at);
-        if let Some(entry) = self.local.get_usable(key, now).await {
+        if let Some(entry) = self.local.get_usable(key, now) {
             return expiry(&entry);
         }
         let shared = self.shared.as_ref()?;

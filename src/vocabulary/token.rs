@@ -67,6 +67,10 @@ impl TokenDigest {
         Some(Self(bytes))
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A short prefix of the digest, enough to correlate log lines, useless to an attacker.
     pub fn fingerprint(&self) -> String {
         hex(&self.0[..4])
