@@ -19,6 +19,7 @@ use std::time::Duration;
 pub use entry::{CacheEntry, CacheKey, Invalidation, Verdict, subject_digest};
 pub use keys::RedisKeys;
 pub use memory::{DigestHashing, MemoryBounds, MemoryCache};
+pub use packed::PackedIdentity;
 pub use redis::{BACKOFF, RedisCache, RedisSettings, RedisTopology};
 pub use topology::{TopologyError, check as check_redis_topology};
 

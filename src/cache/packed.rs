@@ -83,6 +83,38 @@ impl PackedEntry {
     }
 }
 
+/// An identity packed for comparison only: a minted token kept for reuse remembers the
+/// identity it was minted from in these bytes rather than in a copy of the identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedIdentity {
+    upstream: Arc<str>,
+    issuer: Arc<str>,
+    bytes: Box<[u8]>,
+}
+
+impl PackedIdentity {
+    pub fn of(identity: &ValidatedIdentity) -> Self {
+        let mut bytes = Vec::with_capacity(64);
+        pack_identity(identity, &mut bytes);
+        let (upstream, issuer) = (Arc::clone(&identity.upstream), Arc::clone(&identity.issuer));
+        Self { upstream, issuer, bytes: bytes.into_boxed_slice() }
+    }
+
+    /// Whether `identity` is the one packed, to the last claim.
+    pub fn is_of(&self, identity: &ValidatedIdentity) -> bool {
+        if self.upstream != identity.upstream || self.issuer != identity.issuer {
+            return false;
+        }
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        pack_identity(identity, &mut bytes);
+        *bytes == *self.bytes
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 fn pack_identity(identity: &ValidatedIdentity, bytes: &mut Vec<u8>) {
     match identity.expires_at {
         Some(expiry) => {
@@ -208,6 +240,19 @@ mod tests {
         let entry = CacheEntry::rejected("the token is not active", NOW);
 
         assert_eq!(round_trip(&entry), Some(entry));
+    }
+
+    #[test]
+    fn a_packed_identity_is_of_that_identity_and_of_no_other() {
+        let mut changed = identity("user-1");
+        changed.claims.insert("acr".into(), "2".into());
+
+        let packed = PackedIdentity::of(&identity("user-1"));
+
+        assert!(packed.is_of(&identity("user-1")));
+        assert!(!packed.is_of(&identity("user-2")));
+        assert!(!packed.is_of(&changed));
+        assert!(!packed.is_of(&ValidatedIdentity { issuer: "https://elsewhere.example".into(), ..identity("user-1") }));
     }
 
     #[test]

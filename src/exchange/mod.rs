@@ -120,8 +120,7 @@ impl ExchangeService {
     }
 
     /// The token minted for the same grant a moment ago, or a new one. `subject` is the
-    /// subject token's digest. The grant is spent here: its identity is kept with a token
-    /// minted for reuse, without a copy.
+    /// subject token's digest. A token minted for reuse keeps its identity packed.
     async fn token_for(
         &self,
         client: &RegisteredClient,
@@ -145,7 +144,7 @@ impl ExchangeService {
         let (access_token, expires_at) = self.mint(client, &grant, now)?;
         log_issued(&grant.subject);
         if let (Some(reuse), Some(key)) = (reuse, key) {
-            let identity = grant.subject;
+            let identity = crate::cache::PackedIdentity::of(&grant.subject);
             let minted =
                 reuse::Minted { access_token: access_token.as_str().into(), issued_at: now, expires_at, identity };
             reuse.remember(key, minted).await;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{DigestHashing, MemoryBounds};
+use crate::cache::{DigestHashing, MemoryBounds, PackedIdentity};
 use crate::clock::UnixTime;
 use crate::vocabulary::{Audience, TokenDigest, ValidatedIdentity};
 
@@ -44,14 +44,15 @@ pub struct Minted {
     pub access_token: Box<str>,
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
-    /// The identity the token was minted from; a changed identity is never served stale.
-    pub identity: ValidatedIdentity,
+    /// The identity the token was minted from, packed: a changed identity is never served
+    /// stale, and a kept token does not cost a copy of the identity.
+    pub identity: PackedIdentity,
 }
 
 impl Minted {
     fn is_reusable_for(&self, identity: &ValidatedIdentity, now: UnixTime) -> bool {
         let half_life = self.issued_at.until(self.expires_at) / 2;
-        now >= self.issued_at && now < self.issued_at + half_life && self.identity == *identity
+        now >= self.issued_at && now < self.issued_at + half_life && self.identity.is_of(identity)
     }
 
     /// Roughly the bytes one remembered token costs, moka's bookkeeping included.
