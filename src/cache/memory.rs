@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 
-use super::records::Records;
+use super::records::{EvictedHolder, HolderRecorded, Records};
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, subject_digest};
 use crate::clock::UnixTime;
 use crate::vocabulary::TokenDigest;
@@ -153,9 +153,18 @@ impl MemoryCache {
     }
 
     /// Keeps `entry` until its deadline; one already past it is not kept.
-    pub fn insert(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) {
+    pub async fn insert(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) {
         if !entry.time_left(now).is_zero() {
-            self.records.insert(key, entry, now);
+            let evicted = self.records.insert(key, entry, now);
+            self.keep_holders(evicted, now).await;
+        }
+    }
+
+    /// Who exchanged the tokens of evicted records: kept beside them, so that room made for
+    /// new verdicts never costs a client its right to revoke (RFC 7009 §2.1).
+    async fn keep_holders(&self, evicted: Vec<EvictedHolder>, now: UnixTime) {
+        for EvictedHolder { digest, client_id, until } in evicted {
+            self.more_holders.insert((digest, client_id), (until, now.until(until))).await;
         }
     }
 
@@ -174,7 +183,7 @@ impl MemoryCache {
     /// Drops every entry whose identity has this subject digest (and issuer, when given);
     /// returns how many.
     pub fn drop_subject(&self, issuer: Option<&str>, subject_digest_hex: &str) -> u64 {
-        self.records.forget_where(|upstream, packed| packed.is_of_subject(upstream, issuer, subject_digest_hex))
+        self.records.forget_where(|_, packed| packed.is_of_subject(issuer, subject_digest_hex))
     }
 }
 
@@ -185,7 +194,7 @@ impl IdentityCache for MemoryCache {
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Result<(), CacheError> {
-        self.insert(key, entry, now);
+        self.insert(key, entry, now).await;
         Ok(())
     }
 
@@ -220,14 +229,18 @@ impl IdentityCache for MemoryCache {
         until: UnixTime,
         now: UnixTime,
     ) -> Result<(), CacheError> {
-        if !self.records.record_holder(digest, client_id, until, now) {
-            self.more_holders.insert((*digest, client_id.into()), (until, now.until(until))).await;
+        match self.records.record_holder(digest, client_id, until, now) {
+            HolderRecorded::InRecord(evicted) => self.keep_holders(evicted, now).await,
+            HolderRecorded::RecordNamesAnother => {
+                self.more_holders.insert((*digest, client_id.into()), (until, now.until(until))).await;
+            }
         }
         Ok(())
     }
 
-    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
-        Ok(self.records.is_holder(digest, client_id) || self.more_holders.contains_key(&(*digest, client_id.into())))
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str, now: UnixTime) -> Result<bool, CacheError> {
+        Ok(self.records.is_holder(digest, client_id, now)
+            || self.more_holders.contains_key(&(*digest, client_id.into())))
     }
 
     async fn remove_upstream(&self, upstream: &str) -> Result<u64, CacheError> {
@@ -258,34 +271,47 @@ mod tests {
         CacheEntry::valid(identity, NOW + Duration::from_secs(600))
     }
 
-    fn fill(cache: &MemoryCache, count: usize, subject_len: usize) {
+    async fn fill(cache: &MemoryCache, count: usize, subject_len: usize) {
         let upstream: Arc<str> = "idp".into();
         for n in 0..count {
             let key = CacheKey::new(Arc::clone(&upstream), SubjectToken::new(format!("token-{n}")).digest());
-            cache.insert(&key, &entry(&format!("{n:0>subject_len$}")), NOW);
+            cache.insert(&key, &entry(&format!("{n:0>subject_len$}")), NOW).await;
         }
     }
 
-    #[test]
-    fn the_identity_cache_is_bounded_by_bytes() {
+    #[tokio::test]
+    async fn the_identity_cache_is_bounded_by_bytes() {
         let bounds = MemoryBounds { max_entries: 100_000, max_bytes: 256 * 1024 };
         let cache = MemoryCache::bounded(bounds);
 
-        fill(&cache, 2_000, 1_000);
+        fill(&cache, 2_000, 1_000).await;
 
         let (bytes, entries) = cache.weighed_size();
         assert!(bytes <= bounds.max_bytes, "{bytes} bytes held");
         assert!(entries > 0 && entries < 2_000, "{entries} entries held: nothing was evicted");
     }
 
-    #[test]
-    fn max_entries_still_bounds_small_entries() {
+    #[tokio::test]
+    async fn max_entries_still_bounds_small_entries() {
         let cache = MemoryCache::bounded(MemoryBounds { max_entries: 100, max_bytes: 64 * 1024 * 1024 });
 
-        fill(&cache, 1_000, 8);
+        fill(&cache, 1_000, 8).await;
 
         let (_, entries) = cache.weighed_size();
         assert!(entries <= 100, "{entries} entries held");
+    }
+
+    #[tokio::test]
+    async fn evicted_records_keep_who_exchanged_their_tokens() {
+        let cache = MemoryCache::bounded(MemoryBounds { max_entries: 10, max_bytes: 64 * 1024 * 1024 });
+        let digest = SubjectToken::new("token-0".into()).digest();
+        cache.record_exchange(&digest, "gateway", NOW + Duration::from_secs(3600), NOW).await.unwrap_or_default();
+
+        fill(&cache, 100, 8).await;
+
+        let (_, records) = cache.weighed_size();
+        assert!(records <= 10, "{records} records held");
+        assert!(matches!(cache.was_exchanged_by(&digest, "gateway", NOW).await, Ok(true)));
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub trait IdentityCache: Send + Sync {
         now: UnixTime,
     ) -> Result<(), CacheError>;
 
-    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError>;
+    /// Whether `client_id` exchanged the token with `digest`, as recorded until a time after `now`.
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str, now: UnixTime) -> Result<bool, CacheError>;
 
     /// [`Self::put`] and [`Self::record_exchange`] together, in one trip where the backend can.
     async fn put_with_holder(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::entry::{CacheEntry, Verdict, is_entry_of_subject};
+use super::entry::{CacheEntry, Verdict, subject_digest};
 use crate::clock::UnixTime;
 use crate::vocabulary::ValidatedIdentity;
 
@@ -72,9 +72,20 @@ impl PackedEntry {
     }
 
     /// Whether the packed identity's subject digest is `subject_digest_hex` (and its issuer
-    /// `issuer`, when given), for purges.
-    pub fn is_of_subject(&self, upstream: &Arc<str>, issuer: Option<&str>, subject_digest_hex: &str) -> bool {
-        self.unpack(upstream).is_some_and(|entry| is_entry_of_subject(&entry, issuer, subject_digest_hex))
+    /// `issuer`, when given), for purges: reads the subject alone.
+    pub fn is_of_subject(&self, issuer: Option<&str>, subject_digest_hex: &str) -> bool {
+        issuer.is_none_or(|wanted| self.issuer.as_deref() == Some(wanted))
+            && self.subject().is_some_and(|subject| subject_digest(subject) == subject_digest_hex)
+    }
+
+    fn subject(&self) -> Option<&str> {
+        let mut reader = Reader(&self.bytes);
+        let _version = reader.byte()?;
+        match reader.byte()? {
+            VALID => reader.text(),
+            VALID_WITH_EXPIRY => reader.time().and_then(|_| reader.text()),
+            _ => None,
+        }
     }
 
     /// The heap this holds of its own (the issuer is shared).
@@ -233,6 +244,18 @@ mod tests {
         let entry = CacheEntry::valid(identity, NOW);
 
         assert_eq!(round_trip(&entry), Some(entry));
+    }
+
+    #[test]
+    fn a_purge_finds_an_identity_by_its_subject_and_issuer_but_never_a_rejection() {
+        let packed = PackedEntry::pack(&CacheEntry::valid(identity("user-1"), NOW));
+        let user_1 = subject_digest("user-1");
+
+        assert!(packed.is_of_subject(None, &user_1));
+        assert!(packed.is_of_subject(Some("https://idp.example"), &user_1));
+        assert!(!packed.is_of_subject(Some("https://elsewhere.example"), &user_1));
+        assert!(!packed.is_of_subject(None, &subject_digest("user-2")));
+        assert!(!PackedEntry::pack(&CacheEntry::rejected("user-1", NOW)).is_of_subject(None, &user_1));
     }
 
     #[test]

@@ -75,6 +75,23 @@ struct Holder {
     until: UnixTime,
 }
 
+/// Who exchanged the token of a record evicted to make room: for the caller to keep elsewhere.
+#[derive(Debug)]
+pub struct EvictedHolder {
+    pub digest: TokenDigest,
+    pub client_id: Arc<str>,
+    pub until: UnixTime,
+}
+
+/// Where [`Records::record_holder`] left a holder.
+#[must_use]
+pub enum HolderRecorded {
+    /// In the token's record; making room for it evicted these.
+    InRecord(Vec<EvictedHolder>),
+    /// The record names another client: the caller keeps this one elsewhere.
+    RecordNamesAnother,
+}
+
 impl Record {
     fn bytes(&self) -> u64 {
         let elsewhere =
@@ -186,38 +203,49 @@ impl Records {
         }
     }
 
-    /// Keeps `entry` under `key` until its deadline, in place of any other verdict on the token.
-    pub fn insert(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) {
+    /// Keeps `entry` under `key` until its deadline, in place of the upstream's earlier verdict.
+    /// Returns who exchanged the tokens of the records evicted to make room.
+    pub fn insert(&self, key: &CacheKey, entry: &CacheEntry, now: UnixTime) -> Vec<EvictedHolder> {
         let held = Held { upstream: Arc::clone(key.upstream_arc()), packed: PackedEntry::pack(entry) };
         let mut shard = self.shard(key.digest());
         let index = shard.index_or_new(*key.digest());
         shard.change_at(index, |record| record.put(held));
-        shard.make_room(now, self.per_shard);
+        shard.make_room(now, self.per_shard)
     }
 
-    /// Records that `client_id` exchanged the token until `until`. `false` when the record
-    /// already names another client: the caller keeps that one elsewhere.
-    pub fn record_holder(&self, digest: &TokenDigest, client_id: &str, until: UnixTime, now: UnixTime) -> bool {
+    /// Records that `client_id` exchanged the token until `until`, in place of a holder whose
+    /// time has passed.
+    pub fn record_holder(
+        &self,
+        digest: &TokenDigest,
+        client_id: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> HolderRecorded {
         let client_id = self.intern(client_id);
         let mut shard = self.shard(digest);
         let index = shard.index_or_new(*digest);
-        let mut recorded = true;
+        let mut in_record = true;
         shard.change_at(index, |record| match &mut record.holder {
             Some(holder) if holder.client_id == client_id => holder.until = holder.until.max(until),
-            Some(_) => recorded = false,
-            None => record.holder = Some(Holder { client_id, until }),
+            Some(holder) if holder.until > now => in_record = false,
+            stale_or_none => *stale_or_none = Some(Holder { client_id, until }),
         });
-        shard.make_room(now, self.per_shard);
-        recorded
+        if in_record {
+            HolderRecorded::InRecord(shard.make_room(now, self.per_shard))
+        } else {
+            HolderRecorded::RecordNamesAnother
+        }
     }
 
-    pub fn is_holder(&self, digest: &TokenDigest, client_id: &str) -> bool {
+    /// Whether the record names `client_id` as the token's holder at `now`.
+    pub fn is_holder(&self, digest: &TokenDigest, client_id: &str, now: UnixTime) -> bool {
         let shard = self.shard(digest);
         shard
             .map
             .get(digest)
             .and_then(|record| record.holder.as_ref())
-            .is_some_and(|holder| &*holder.client_id == client_id)
+            .is_some_and(|holder| &*holder.client_id == client_id && holder.until > now)
     }
 
     pub fn forget(&self, key: &CacheKey) {
@@ -237,8 +265,7 @@ impl Records {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let mut index = 0;
             while index < shard.map.len() {
-                let mut removed = false;
-                removed |= shard.change_at(index, |record| {
+                let removed = shard.change_at(index, |record| {
                     forgotten += record.drop_verdicts(|held| doomed(&held.upstream, &held.packed));
                 });
                 // A removed record's place is taken by the last one, which is looked at next.
@@ -297,25 +324,33 @@ impl Shard {
         empty
     }
 
-    fn make_room(&mut self, now: UnixTime, limits: Limits) {
+    /// Sweeps a few records, then evicts until the shard is within its limits; returns the
+    /// holders of evicted records (usually none, and then nothing is allocated).
+    fn make_room(&mut self, now: UnixTime, limits: Limits) -> Vec<EvictedHolder> {
+        let mut evicted = Vec::new();
         for _ in 0..SWEEP_PER_WRITE {
-            self.step(now, false);
+            self.step(now, false, &mut evicted);
         }
         while !self.map.is_empty() && (self.map.len() > limits.count || self.bytes > limits.bytes) {
-            self.step(now, true);
+            self.step(now, true, &mut evicted);
         }
+        evicted
     }
 
     /// The hand looks at one record: drops what is past its deadline and, when `evicting`, the
     /// whole record unless it was used since the hand last passed (which it forgets).
-    fn step(&mut self, now: UnixTime, evicting: bool) {
+    fn step(&mut self, now: UnixTime, evicting: bool, evicted: &mut Vec<EvictedHolder>) {
         if self.map.is_empty() {
             return;
         }
         let index = self.hand % self.map.len();
+        let Some((&digest, _)) = self.map.get_index(index) else { return };
         let removed = self.change_at(index, |record| {
             record.drop_expired(now);
             if evicting && !std::mem::take(&mut record.referenced) {
+                if let Some(Holder { client_id, until }) = record.holder.take() {
+                    evicted.push(EvictedHolder { digest, client_id, until });
+                }
                 *record = Record::default();
             }
         });
@@ -392,12 +427,15 @@ mod tests {
         let records = records(100);
         let digest = *key("a").digest();
         records.insert(&key("a"), &entry(NOW + Duration::from_secs(60)), NOW);
-        assert!(records.record_holder(&digest, "gateway", NOW + Duration::from_secs(3600), NOW));
+        let hour = NOW + Duration::from_secs(3600);
+        assert!(matches!(records.record_holder(&digest, "gateway", hour, NOW), HolderRecorded::InRecord(_)));
 
         assert!(records.get_usable(&key("a"), NOW + Duration::from_secs(120)).is_none());
-        assert!(records.is_holder(&digest, "gateway"));
-        assert!(!records.is_holder(&digest, "intruder"));
-        assert!(!records.record_holder(&digest, "second-gateway", NOW + Duration::from_secs(3600), NOW));
+        assert!(records.is_holder(&digest, "gateway", NOW + Duration::from_secs(120)));
+        assert!(!records.is_holder(&digest, "intruder", NOW));
+        assert!(!records.is_holder(&digest, "gateway", hour), "past its time");
+        assert!(matches!(records.record_holder(&digest, "second", hour, NOW), HolderRecorded::RecordNamesAnother));
+        assert!(matches!(records.record_holder(&digest, "second", hour, hour), HolderRecorded::InRecord(_)));
     }
 
     #[test]
@@ -405,7 +443,7 @@ mod tests {
         let records = records(4);
         let far = NOW + Duration::from_secs(3600);
         for token in ["a", "b", "c", "d"] {
-            records.insert(&key(token), &entry(far), NOW);
+            let _ = records.insert(&key(token), &entry(far), NOW);
         }
         for used in ["a", "b", "c"] {
             assert!(records.get_usable(&key(used), NOW).is_some());
@@ -438,11 +476,11 @@ mod tests {
         let records = records(100);
         let digest = *key("a").digest();
         records.insert(&key("a"), &entry(NOW + Duration::from_secs(60)), NOW);
-        records.record_holder(&digest, "gateway", NOW + Duration::from_secs(60), NOW);
+        let _ = records.record_holder(&digest, "gateway", NOW + Duration::from_secs(60), NOW);
 
         assert_eq!(records.forget_where(|upstream, _| &**upstream == "idp"), 1);
 
         assert!(records.get(&key("a")).is_none());
-        assert!(records.is_holder(&digest, "gateway"));
+        assert!(records.is_holder(&digest, "gateway", NOW));
     }
 }

@@ -478,7 +478,7 @@ impl IdentityCache for RedisCache {
         self.command("record_exchange", Self::exchange_command(&self.keys.token(digest), client_id, until, now)).await
     }
 
-    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> Result<bool, CacheError> {
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str, _: UnixTime) -> Result<bool, CacheError> {
         let mut keys = vec![self.keys.exchanged(digest, client_id)];
         keys.extend(self.legacy.as_ref().map(|legacy| legacy.exchanged(digest, client_id)));
         let found: u64 = self.command("was_exchanged_by", Cmd::exists(&keys)).await?;

@@ -166,7 +166,7 @@ impl IdentityService {
             .run(&key, async {
                 let entry = self.load(&route, token, &key, holder, asker, now).await?;
                 // Kept before the flight lands, so a request after it finds the entry here.
-                self.local.insert(&key, &entry, now);
+                self.local.insert(&key, &entry, now).await;
                 Ok(Arc::new(entry))
             })
             .await;
@@ -320,7 +320,7 @@ impl IdentityService {
         now: UnixTime,
     ) {
         let Some(holder) = holder else { return };
-        if self.local.was_exchanged_by(digest, holder).await.unwrap_or(false) {
+        if self.local.was_exchanged_by(digest, holder, now).await.unwrap_or(false) {
             return;
         }
         let until = self.revocation_horizon(now, identity.expires_at);
@@ -341,7 +341,7 @@ impl IdentityService {
         now: UnixTime,
     ) -> Result<Revocation, CacheError> {
         let digest = token.digest();
-        if !revoker.may_revoke_any && !self.was_exchanged_by(&digest, revoker.client_id).await {
+        if !revoker.may_revoke_any && !self.was_exchanged_by(&digest, revoker.client_id, now).await {
             tracing::info!(security_event = "revocation_ignored", token = %digest.fingerprint(), client_id = revoker.client_id, "revocation of a token the client never exchanged");
             return Ok(Revocation::NotEntitled);
         }
@@ -365,12 +365,12 @@ impl IdentityService {
         Ok(Revocation::Revoked)
     }
 
-    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str) -> bool {
-        if self.local.was_exchanged_by(digest, client_id).await.unwrap_or(false) {
+    async fn was_exchanged_by(&self, digest: &TokenDigest, client_id: &str, now: UnixTime) -> bool {
+        if self.local.was_exchanged_by(digest, client_id, now).await.unwrap_or(false) {
             return true;
         }
         match &self.shared {
-            Some(shared) => shared.was_exchanged_by(digest, client_id).await.unwrap_or(false),
+            Some(shared) => shared.was_exchanged_by(digest, client_id, now).await.unwrap_or(false),
             None => false,
         }
     }

@@ -45,18 +45,22 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> Default for Singl
     }
 }
 
-/// Ends the flight when the first of its callers is done (or dropped), so a later miss asks
-/// again instead of reading an old answer; a newer flight for the same key is left alone.
-struct Landing<'a, K: Hash + Eq, V, S: BuildHasher> {
+/// Ends the flight once it has its answer, so a later miss asks again instead of reading an old
+/// one, or when its last caller went away without one. A caller that goes away while others
+/// still wait leaves it to them: a new request joins them rather than asking a second time.
+/// A newer flight for the same key is left alone.
+struct Landing<'a, K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> {
     flights: &'a SingleFlight<K, V, S>,
     key: &'a K,
     flight: &'a Arc<OnceCell<V>>,
 }
 
-impl<K: Hash + Eq, V, S: BuildHasher> Drop for Landing<'_, K, V, S> {
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> Drop for Landing<'_, K, V, S> {
     fn drop(&mut self) {
-        let mut flights = self.flights.flights.lock().unwrap_or_else(PoisonError::into_inner);
-        if flights.get(self.key).is_some_and(|current| Arc::ptr_eq(current, self.flight)) {
+        let mut flights = self.flights.lock();
+        // Callers join under this lock: two references are the map's and this caller's.
+        let over = self.flight.initialized() || Arc::strong_count(self.flight) <= 2;
+        if over && flights.get(self.key).is_some_and(|current| Arc::ptr_eq(current, self.flight)) {
             flights.remove(self.key);
         }
     }
@@ -102,6 +106,37 @@ mod tests {
 
         assert!(answers.iter().all(|(value, _)| value.is_err()));
         assert_eq!((later, led), (Ok(1), true));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_leaves_the_flight_to_the_others() {
+        let flights = Flights::new();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let loads = AtomicUsize::new(0);
+        let leader = flights.run(&"token", async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            let _ = released.await;
+            Ok(3)
+        });
+        let impatient = async {
+            tokio::task::yield_now().await;
+            let waiting = flights.run(&"token", async { Ok(0) });
+            // Polled once, so it joins the flight, then dropped.
+            let _ = futures_util::poll!(Box::pin(waiting));
+        };
+        let latecomer = async {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            let answer = flights.run(&"token", async { Ok(4) });
+            let _ = release.send(());
+            answer.await
+        };
+
+        let ((first, led), (), (late, late_led)) = tokio::join!(leader, impatient, latecomer);
+
+        assert_eq!((first, led), (Ok(3), true));
+        assert_eq!((late, late_led), (Ok(3), false), "the latecomer started a second flight");
     }
 
     #[tokio::test]

@@ -115,8 +115,8 @@ async fn the_holder_written_with_an_entry_may_revoke_and_no_other_client() {
         let entry = CacheEntry::valid(identity("alice", "https://idp"), NOW + secs(60));
         cache.put_with_holder(&key("h1"), &entry, "gateway", NOW + secs(600), NOW).await.unwrap();
 
-        assert!(cache.was_exchanged_by(key("h1").digest(), "gateway").await.unwrap(), "{name}");
-        assert!(!cache.was_exchanged_by(key("h1").digest(), "other").await.unwrap(), "{name}");
+        assert!(cache.was_exchanged_by(key("h1").digest(), "gateway", NOW).await.unwrap(), "{name}");
+        assert!(!cache.was_exchanged_by(key("h1").digest(), "other", NOW).await.unwrap(), "{name}");
         assert_eq!(cache.get(&key("h1")).await.unwrap(), Some(entry), "{name}");
     }
 }
