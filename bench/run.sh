@@ -7,6 +7,8 @@
 #   BENCH_REUSE_MINTED=false bench/run.sh   signs every token (no minted-token reuse)
 #   BENCH_FLEET_TOKENS=n bench/run.sh   distinct tokens of the three-replica phase (2000 per second of a phase)
 #   BENCH_NO_BUILD=1 CARGO_TARGET_DIR=dir bench/run.sh   runs the binaries already in dir/release
+#   BENCH_PROFILE=1 bench/run.sh   also profiles the service during (c) with perf and prints a
+#                                  flame graph in text (bench/flame.py); the phase runs slower
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -24,7 +26,8 @@ command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y
 # A Redis of the run's own: an empty keyspace that no other client scans or blocks (a shared
 # one answers KEYS and SCANs of tests in between, long enough to time our calls out), and
 # nothing left behind.
-REDIS_PORT=18379
+# A free port: a Redis of the run just before may still be on its way out of a fixed one.
+REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
@@ -140,7 +143,13 @@ local_calls=$(( $(introspections) - before ))
 local_us=$(cpu_per_miss "$(( $(cpu_ticks "$LOCAL_PID") - local_cpu ))" "$local_calls")
 before=$(introspections); redis_before=$(redis_calls); pings_before=$(redis_pings)
 app_cpu=$(cpu_ticks "$APP_PID"); redis_cpu=$(cpu_ticks "$REDIS_PID")
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
+  perf record -q -F 499 --call-graph dwarf,16384 -p "$APP_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 read -r cold_rate cold_p50 cold_p99 cold_err < <(BENCH_COLD_TAG=redis load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
+[ -z "${BENCH_PROFILE:-}" ] || wait "$PERF_PID" || true
 cold_calls=$(( $(introspections) - before ))
 cold_us=$(cpu_per_miss "$(( $(cpu_ticks "$APP_PID") - app_cpu ))" "$cold_calls")
 redis_us=$(cpu_per_miss "$(( $(cpu_ticks "$REDIS_PID") - redis_cpu ))" "$cold_calls")
@@ -206,3 +215,7 @@ elif (( fleet_calls == fleet_distinct )); then fleet_note="equal: one upstream c
 else fleet_note="NOT equal: $(( fleet_calls - fleet_distinct )) extra"; fi
 printf '    distinct tokens: %s, upstream calls: %s (%s)\n' "$fleet_distinct" "$fleet_calls" "$fleet_note"
 printf '    Redis calls failed (timed out) on the replicas: %s\n' "$fleet_redis_failures"
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  printf '\nProfile of the service during (c), perf at 499 Hz with DWARF call graphs:\n'
+  perf script -i "$WORK/perf.data" 2>/dev/null | python3 bench/flame.py --folded "${BENCH_FOLDED:-/dev/null}"
+fi

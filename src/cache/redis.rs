@@ -189,13 +189,17 @@ impl RedisCache {
         keys: &[String],
         args: &[String],
     ) -> Result<T, CacheError> {
-        let call = |name: &str, body: &str| redis::cmd(name).arg(body).arg(keys.len()).arg(keys).arg(args).clone();
-        let (by_sha1, by_text) = (call("EVALSHA", &script.sha1), call("EVAL", script.code));
+        let call = |name: &str, body: &str| {
+            let mut command = redis::cmd(name);
+            command.arg(body).arg(keys.len()).arg(keys).arg(args);
+            command
+        };
         let connection = &self.connection;
         let attempt = async move {
-            match connection.command(&by_sha1).await {
+            // The text goes only to a Redis that does not know the script yet.
+            match connection.command(&call("EVALSHA", &script.sha1)).await {
                 Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    connection.command(&by_text).await
+                    connection.command(&call("EVAL", script.code)).await
                 }
                 answered => answered,
             }
