@@ -1,4 +1,7 @@
-use std::hash::{BuildHasher, Hasher};
+//! The in-process cache (L1, and the whole cache without Redis): per token one compact record
+//! (`records.rs`), and beside it the few small records some tokens have.
+
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -6,79 +9,12 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 
+use super::bounds::MemoryBounds;
+use super::digest_hashing::DigestHashing;
 use super::records::{EvictedHolder, HolderRecorded, Records};
 use super::{CacheEntry, CacheError, CacheKey, IdentityCache, subject_digest};
 use crate::clock::UnixTime;
 use crate::vocabulary::TokenDigest;
-
-/// Hashes keys that are SHA-256 digests (of tokens, under an upstream or with a client id) by
-/// folding their bytes with one multiply per word, instead of SipHash. Flooding one bucket
-/// (HashDoS) would take tokens whose digests collide in these bits: the tokens are chosen by
-/// whoever presents them, but SHA-256's output is uniform, so choosing it is a preimage attack.
-/// Not for keys an attacker controls directly (`claims` keeps SipHash).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DigestHashing;
-
-impl BuildHasher for DigestHashing {
-    type Hasher = DigestHasher;
-
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(0)
-    }
-}
-
-#[derive(Debug)]
-pub struct DigestHasher(u64);
-
-impl DigestHasher {
-    fn mix(&mut self, word: u64) {
-        // An odd multiplier is a bijection on u64, so uniform input stays uniform.
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-impl Hasher for DigestHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0_u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.mix(u64::from(byte));
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.mix(word);
-    }
-
-    fn write_usize(&mut self, word: usize) {
-        self.mix(word as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// How much the in-process cache may hold: both bounds apply. Every entry weighs its estimated
-/// bytes, but at least `max_bytes / max_entries`, so neither more than `max_entries` entries nor
-/// more than `max_bytes` are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryBounds {
-    pub max_entries: u64,
-    pub max_bytes: u64,
-}
-
-impl MemoryBounds {
-    /// The weight moka counts for an entry of `bytes` (moka weighs in `u32`).
-    pub fn weight(&self, bytes: usize) -> u32 {
-        let floor = self.max_bytes.div_ceil(self.max_entries.max(1));
-        u32::try_from((bytes as u64).max(floor)).unwrap_or(u32::MAX)
-    }
-}
 
 /// Keeps a `(until, keep_for)` record for `keep_for`, however it was written.
 struct KeepFor;
@@ -312,25 +248,5 @@ mod tests {
         let (_, records) = cache.weighed_size();
         assert!(records <= 10, "{records} records held");
         assert!(matches!(cache.was_exchanged_by(&digest, "gateway", NOW).await, Ok(true)));
-    }
-
-    #[test]
-    fn an_entry_weighs_its_estimated_bytes_but_at_least_its_share_of_the_entry_count() {
-        let bounds = MemoryBounds { max_entries: 1_000, max_bytes: 1_000_000 };
-
-        assert_eq!(bounds.weight(5_000), 5_000);
-        assert_eq!(bounds.weight(10), 1_000);
-    }
-
-    #[test]
-    fn digests_that_differ_in_any_word_hash_apart() {
-        let hash = |token: &str| DigestHashing.hash_one(SubjectToken::new(token.into()).digest());
-        let upstream: Arc<str> = "idp".into();
-        let key_hash = |token: &str| {
-            DigestHashing.hash_one(CacheKey::new(Arc::clone(&upstream), SubjectToken::new(token.into()).digest()))
-        };
-
-        assert_ne!(hash("a"), hash("b"));
-        assert_eq!(key_hash("a"), hash("a"));
     }
 }

@@ -3,7 +3,9 @@
 //! implementation (the default, and L1) and a Redis one (L2, shared by replicas). Deciding
 //! what to store, and for how long, is `identity`'s business.
 
+mod bounds;
 mod connection;
+mod digest_hashing;
 mod entry;
 mod keys;
 mod memory;
@@ -16,9 +18,11 @@ use async_trait::async_trait;
 
 use std::time::Duration;
 
+pub use bounds::MemoryBounds;
+pub use digest_hashing::DigestHashing;
 pub use entry::{CacheEntry, CacheKey, Invalidation, Verdict, subject_digest};
 pub use keys::RedisKeys;
-pub use memory::{DigestHashing, MemoryBounds, MemoryCache};
+pub use memory::MemoryCache;
 pub use packed::PackedIdentity;
 pub use redis::{BACKOFF, RedisCache, RedisSettings, RedisTopology};
 pub use topology::{TopologyError, check as check_redis_topology};

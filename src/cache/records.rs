@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use indexmap::IndexMap;
 
+use super::bounds::MemoryBounds;
+use super::digest_hashing::DigestHashing;
 use super::entry::{CacheEntry, CacheKey};
-use super::memory::{DigestHashing, MemoryBounds};
 use super::packed::PackedEntry;
 use crate::clock::UnixTime;
 use crate::vocabulary::TokenDigest;
