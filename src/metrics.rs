@@ -9,10 +9,14 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 
 const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// What reads a gauge off its owner when `/metrics` is scraped.
+type Observer = Box<dyn Fn(&Metrics) + Send + Sync>;
+
 /// The recorder of one application. Cloning shares it.
 #[derive(Clone)]
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
+    observers: Arc<std::sync::Mutex<Vec<Observer>>>,
 }
 
 impl Default for Metrics {
@@ -28,11 +32,20 @@ impl Metrics {
             Ok(with_buckets) => with_buckets,
             Err(_) => PrometheusBuilder::new(),
         };
-        Self { recorder: Arc::new(builder.build_recorder()) }
+        Self { recorder: Arc::new(builder.build_recorder()), observers: Arc::default() }
+    }
+
+    /// Runs `observe` at every scrape, for gauges that are cheaper to read than to keep up to
+    /// date on every change. It gets the recorder, so it need not hold (and cycle back to) it.
+    pub fn observe_at_scrape(&self, observe: impl Fn(&Metrics) + Send + Sync + 'static) {
+        self.observers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Box::new(observe));
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        for observe in self.observers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            observe(self);
+        }
         let handle = self.recorder.handle();
         handle.run_upkeep();
         handle.render()
@@ -65,6 +78,16 @@ impl Metrics {
     pub fn fleet_single_flight(&self, outcome: &'static str) {
         self.record(|| {
             metrics::counter!("token_exchange_fleet_single_flight_total", "outcome" => outcome).increment(1)
+        });
+    }
+
+    /// How full the in-process identity cache is: records (tokens with a verdict or a holder),
+    /// their estimated bytes, and the bound on those bytes (`cache.max_bytes`, its share).
+    pub fn identity_cache_size(&self, records: u64, bytes: u64, max_bytes: u64) {
+        self.record(|| {
+            metrics::gauge!("token_exchange_identity_cache_records").set(records as f64);
+            metrics::gauge!("token_exchange_identity_cache_bytes").set(bytes as f64);
+            metrics::gauge!("token_exchange_identity_cache_max_bytes").set(max_bytes as f64);
         });
     }
 

@@ -342,7 +342,13 @@ fn identity_service(
     clock: SharedClock,
     metrics: Metrics,
 ) -> anyhow::Result<IdentityService> {
-    let local = MemoryCache::bounded(settings.identity_cache_bounds());
+    let bounds = settings.identity_cache_bounds();
+    let local = MemoryCache::bounded(bounds);
+    let observed = local.clone();
+    metrics.observe_at_scrape(move |metrics| {
+        let (bytes, records) = observed.weighed_size();
+        metrics.identity_cache_size(records, bytes, bounds.max_bytes);
+    });
     let shared: Option<Arc<dyn IdentityCache>> = match settings.redis() {
         Some(redis) => {
             let cache =

@@ -288,3 +288,22 @@ async fn the_cache_reconnects_when_redis_comes_back() {
     let stored: bool = connection.exists(redis_key(app.redis_prefix(), "opaque", "rc-3")).await.unwrap();
     assert!(stored, "the new entry reached the restarted Redis");
 }
+
+#[tokio::test]
+async fn how_full_the_in_process_cache_is_shows_in_metrics() {
+    let idp = FakeIdp::start().await;
+    let app = TestApp::builder(&idp).with_opaque_upstream(idp.introspection_upstream()).spawn().await;
+    for n in 0..3 {
+        let token = format!("counted-{n}");
+        idp.introspection_active(&token, app.now() + 600).await;
+        assert_eq!(app.exchange_opaque(&token, &[]).await.status(), 200);
+    }
+
+    let metrics = app.metrics().await;
+
+    assert_eq!(metrics.value("token_exchange_identity_cache_records", &[]), Some(3.0));
+    let bytes = metrics.value("token_exchange_identity_cache_bytes", &[]).unwrap_or_default();
+    let bound = metrics.value("token_exchange_identity_cache_max_bytes", &[]).unwrap_or_default();
+    assert!(bytes > 3.0 * 100.0 && bytes < 3.0 * 1024.0, "{bytes} bytes for 3 identities");
+    assert!(bound >= bytes, "bound {bound}");
+}
