@@ -32,6 +32,12 @@ impl UnixTime {
     }
 }
 
+/// `wait` rounded up to whole seconds, and at least one: what a `Retry-After` header can say.
+pub fn whole_seconds_up(wait: Duration) -> Duration {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Duration::from_secs(seconds.max(1))
+}
+
 impl fmt::Display for UnixTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

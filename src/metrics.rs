@@ -71,7 +71,6 @@ impl Metrics {
         });
     }
 
-    /// A request that waited for another request's upstream call for the same token.
     /// A miss of an opaque token through the shared cache: this replica `led` the upstream
     /// call, `took_over` from a leader that failed or died, was `answered_by_another`, or
     /// `gave_up` waiting.
@@ -91,6 +90,7 @@ impl Metrics {
         });
     }
 
+    /// A request that waited for another request's upstream call for the same token.
     pub fn coalesced_wait(&self) {
         self.record(|| metrics::counter!("token_exchange_singleflight_waits_total").increment(1));
     }

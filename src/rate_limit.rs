@@ -200,8 +200,7 @@ pub struct Limited {
 
 impl Limited {
     fn after(wait: Duration) -> Self {
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Self { retry_after: Duration::from_secs(seconds.max(1)) }
+        Self { retry_after: crate::clock::whole_seconds_up(wait) }
     }
 }
 

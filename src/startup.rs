@@ -353,7 +353,7 @@ fn identity_service(
         Some(redis) => {
             let cache =
                 RedisCache::new(&redis, clock.clone(), metrics.clone()).context("configuring the Redis cache")?;
-            tokio::spawn(cache.follow_invalidations(local.clone(), clock.clone()));
+            tokio::spawn(cache.follow_invalidations(local.clone()));
             Some(Arc::new(cache))
         }
         None => None,

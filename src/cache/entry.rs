@@ -133,7 +133,13 @@ pub fn subject_digest(subject: &str) -> String {
 }
 
 pub fn is_entry_of_subject(entry: &CacheEntry, issuer: Option<&str>, subject_digest_hex: &str) -> bool {
-    entry.identity().is_some_and(|identity| {
-        issuer.is_none_or(|iss| iss == &*identity.issuer) && subject_digest(&identity.subject) == subject_digest_hex
-    })
+    entry
+        .identity()
+        .is_some_and(|identity| names_subject(&identity.issuer, &identity.subject, issuer, subject_digest_hex))
+}
+
+/// Whether an identity of `issuer` and `subject` is the one a purge names: by its subject's
+/// digest, and by its issuer when the purge gives one.
+pub fn names_subject(issuer: &str, subject: &str, wanted_issuer: Option<&str>, subject_digest_hex: &str) -> bool {
+    wanted_issuer.is_none_or(|wanted| wanted == issuer) && subject_digest(subject) == subject_digest_hex
 }

@@ -82,9 +82,9 @@ impl TokenKeys {
         format!("{}:exchanged:{client_id}", self.0)
     }
 
-    /// Another record about the token, `{prefix}:v2:{<sha256 hex>}:{name}`, in the same slot.
-    pub fn named(&self, name: &str) -> String {
-        format!("{}:{name}", self.0)
+    /// A replica's lease on asking `upstream` about the token (the fleet's single flight).
+    pub fn lease(&self, upstream: &str) -> String {
+        format!("{}:lease:{upstream}", self.0)
     }
 }
 
@@ -148,7 +148,7 @@ mod tests {
         let tag = digest().to_hex();
         let token = keys.token(&digest());
         for redis_key in
-            [token.entry("idp"), token.seen("idp"), token.revoked(), token.exchanged("c"), token.named("lease")]
+            [token.entry("idp"), token.seen("idp"), token.revoked(), token.exchanged("c"), token.lease("idp")]
         {
             assert_eq!(hash_tag(&redis_key), tag, "{redis_key}");
         }

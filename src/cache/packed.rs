@@ -11,11 +11,12 @@
 //!
 //! Lengths are LEB128. The upstream's name and the issuer stay shared `Arc`s beside the bytes.
 
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::entry::{CacheEntry, Verdict, subject_digest};
+use super::entry::{CacheEntry, Verdict, names_subject};
 use crate::clock::UnixTime;
 use crate::vocabulary::ValidatedIdentity;
 
@@ -43,7 +44,8 @@ impl PackedEntry {
                 None
             }
             Verdict::Valid { identity } => {
-                pack_identity(identity, &mut bytes);
+                // Writing to a Vec cannot fail.
+                let _ = pack_identity(identity, &mut bytes);
                 Some(Arc::clone(&identity.issuer))
             }
         };
@@ -74,8 +76,10 @@ impl PackedEntry {
     /// Whether the packed identity's subject digest is `subject_digest_hex` (and its issuer
     /// `issuer`, when given), for purges: reads the subject alone.
     pub fn is_of_subject(&self, issuer: Option<&str>, subject_digest_hex: &str) -> bool {
-        issuer.is_none_or(|wanted| self.issuer.as_deref() == Some(wanted))
-            && self.subject().is_some_and(|subject| subject_digest(subject) == subject_digest_hex)
+        match (&self.issuer, self.subject()) {
+            (Some(own_issuer), Some(subject)) => names_subject(own_issuer, subject, issuer, subject_digest_hex),
+            _ => false,
+        }
     }
 
     fn subject(&self) -> Option<&str> {
@@ -106,19 +110,20 @@ pub struct PackedIdentity {
 impl PackedIdentity {
     pub fn of(identity: &ValidatedIdentity) -> Self {
         let mut bytes = Vec::with_capacity(64);
-        pack_identity(identity, &mut bytes);
+        // Writing to a Vec cannot fail.
+        let _ = pack_identity(identity, &mut bytes);
         let (upstream, issuer) = (Arc::clone(&identity.upstream), Arc::clone(&identity.issuer));
         Self { upstream, issuer, bytes: bytes.into_boxed_slice() }
     }
 
-    /// Whether `identity` is the one packed, to the last claim.
+    /// Whether `identity` is the one packed, to the last claim. Packs it against the bytes
+    /// held, stopping at the first difference: a reuse check allocates nothing.
     pub fn is_of(&self, identity: &ValidatedIdentity) -> bool {
         if self.upstream != identity.upstream || self.issuer != identity.issuer {
             return false;
         }
-        let mut bytes = Vec::with_capacity(self.bytes.len());
-        pack_identity(identity, &mut bytes);
-        *bytes == *self.bytes
+        let mut unmatched = Matching(&self.bytes);
+        pack_identity(identity, &mut unmatched).is_ok() && unmatched.0.is_empty()
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -126,36 +131,51 @@ impl PackedIdentity {
     }
 }
 
-fn pack_identity(identity: &ValidatedIdentity, bytes: &mut Vec<u8>) {
+/// A writer that accepts only what continues its bytes, and keeps what is left of them.
+struct Matching<'a>(&'a [u8]);
+
+impl Write for Matching<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let rest = self.0.strip_prefix(bytes).ok_or(io::ErrorKind::InvalidData)?;
+        self.0 = rest;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn pack_identity(identity: &ValidatedIdentity, out: &mut impl Write) -> io::Result<()> {
     match identity.expires_at {
         Some(expiry) => {
-            bytes.push(VALID_WITH_EXPIRY);
-            bytes.extend_from_slice(&expiry.as_secs().to_le_bytes());
+            out.write_all(&[VALID_WITH_EXPIRY])?;
+            out.write_all(&expiry.as_secs().to_le_bytes())?;
         }
-        None => bytes.push(VALID),
+        None => out.write_all(&[VALID])?,
     }
-    push_text(bytes, &identity.subject);
-    push_length(bytes, identity.scopes.len());
+    write_text(out, &identity.subject)?;
+    write_length(out, identity.scopes.len())?;
     for scope in &identity.scopes {
-        push_text(bytes, scope);
+        write_text(out, scope)?;
     }
     if !identity.claims.is_empty() {
-        // Writing a map of JSON values to a Vec cannot fail: keys are strings.
-        let _ = serde_json::to_writer(&mut *bytes, &identity.claims);
+        serde_json::to_writer(&mut *out, &identity.claims)?;
     }
+    Ok(())
 }
 
-fn push_text(bytes: &mut Vec<u8>, text: &str) {
-    push_length(bytes, text.len());
-    bytes.extend_from_slice(text.as_bytes());
+fn write_text(out: &mut impl Write, text: &str) -> io::Result<()> {
+    write_length(out, text.len())?;
+    out.write_all(text.as_bytes())
 }
 
-fn push_length(bytes: &mut Vec<u8>, mut length: usize) {
+fn write_length(out: &mut impl Write, mut length: usize) -> io::Result<()> {
     while length >= 0x80 {
-        bytes.push((length as u8) | 0x80);
+        out.write_all(&[(length as u8) | 0x80])?;
         length >>= 7;
     }
-    bytes.push(length as u8);
+    out.write_all(&[length as u8])
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -209,6 +229,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::cache::subject_digest;
 
     const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
 

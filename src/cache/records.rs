@@ -186,8 +186,7 @@ impl Records {
     /// The entry under `key` if it is usable at `now`; one that is not is dropped.
     pub fn get_usable(&self, key: &CacheKey, now: UnixTime) -> Option<CacheEntry> {
         let mut shard = self.shard(key.digest());
-        let index = shard.map.get_index_of(key.digest())?;
-        let (_, record) = shard.map.get_index_mut(index)?;
+        let (index, _, record) = shard.map.get_full_mut(key.digest())?;
         let held = record.verdict_for(key)?;
         let entry = (now < held.packed.valid_until).then(|| held.packed.unpack(&held.upstream)).flatten();
         match entry {
@@ -196,9 +195,7 @@ impl Records {
                 Some(entry)
             }
             _ => {
-                shard.change_at(index, |record| {
-                    record.drop_verdicts(|held| &*held.upstream == key.upstream());
-                });
+                shard.forget_at(index, key);
                 None
             }
         }
@@ -252,9 +249,7 @@ impl Records {
     pub fn forget(&self, key: &CacheKey) {
         let mut shard = self.shard(key.digest());
         if let Some(index) = shard.map.get_index_of(key.digest()) {
-            shard.change_at(index, |record| {
-                record.drop_verdicts(|held| &*held.upstream == key.upstream());
-            });
+            shard.forget_at(index, key);
         }
     }
 
@@ -308,6 +303,13 @@ impl Shard {
             self.bytes += SLOT_BYTES;
         }
         index
+    }
+
+    /// Drops `key`'s upstream's verdict from the record at `index`.
+    fn forget_at(&mut self, index: usize, key: &CacheKey) {
+        self.change_at(index, |record| {
+            record.drop_verdicts(|held| &*held.upstream == key.upstream());
+        });
     }
 
     /// Applies `change` to the record at `index`, keeping the byte count right; a record left

@@ -77,10 +77,6 @@ fn hold_millis(hold: Duration) -> u64 {
     u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn lease_key(token: &TokenKeys, key: &CacheKey) -> String {
-    token.named(&format!("lease:{}", key.upstream()))
-}
-
 fn unavailable(error: impl std::fmt::Display) -> CacheError {
     CacheError::Unavailable(error.to_string())
 }
@@ -111,15 +107,6 @@ impl RedisCache {
             metrics,
             skip_until: AtomicI64::new(i64::MIN),
         })
-    }
-
-    /// Where things live in this cache's Redis.
-    pub fn keys(&self) -> &RedisKeys {
-        &self.keys
-    }
-
-    pub fn channel(&self) -> String {
-        self.keys.channel()
     }
 
     /// The commands that store `entry` under `token`'s keys: one for the token's slot, and
@@ -249,12 +236,8 @@ impl RedisCache {
     /// again (through the topology: a new primary, another node) after a pause whenever the
     /// subscription is lost. Shares this cache's connection, so that a new primary named by
     /// Sentinel replaces it at once.
-    pub fn follow_invalidations(
-        &self,
-        local: MemoryCache,
-        clock: SharedClock,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let connection = self.connection.clone();
+    pub fn follow_invalidations(&self, local: MemoryCache) -> impl Future<Output = ()> + Send + 'static {
+        let (connection, clock) = (self.connection.clone(), self.clock.clone());
         let channel = self.keys.channel();
         async move {
             loop {
@@ -445,7 +428,7 @@ impl IdentityCache for RedisCache {
         now: UnixTime,
     ) -> Result<(Lookup, Lease), CacheError> {
         let token = self.keys.token(key.digest());
-        let mut keys = vec![token.entry(key.upstream()), token.revoked(), lease_key(&token, key)];
+        let mut keys = vec![token.entry(key.upstream()), token.revoked(), token.lease(key.upstream())];
         keys.extend(self.legacy.as_ref().map(|legacy| legacy.revoked(key.digest())));
         let args = [lessee.to_owned(), hold_millis(hold).to_string()];
         let (entry, revoked, legacy_revoked, leased): (Option<Vec<u8>>, Option<i64>, Option<i64>, i64) =
@@ -459,14 +442,14 @@ impl IdentityCache for RedisCache {
     }
 
     async fn take_lease(&self, key: &CacheKey, lessee: &str, hold: Duration) -> Result<Lease, CacheError> {
-        let lease = lease_key(&self.keys.token(key.digest()), key);
+        let lease = self.keys.token(key.digest()).lease(key.upstream());
         let set = redis::cmd("SET").arg(lease).arg(lessee).arg("NX").arg("PX").arg(hold_millis(hold)).clone();
         let stored: Option<String> = self.command("take_lease", set).await?;
         Ok(if stored.is_some() { Lease::Granted } else { Lease::HeldElsewhere })
     }
 
     async fn release_lease(&self, key: &CacheKey, lessee: &str) -> Result<(), CacheError> {
-        let lease = lease_key(&self.keys.token(key.digest()), key);
+        let lease = self.keys.token(key.digest()).lease(key.upstream());
         let _released: i64 =
             self.script("release_lease", &RELEASE_LEASE_SCRIPT, &[lease], &[lessee.to_owned()]).await?;
         Ok(())

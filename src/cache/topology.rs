@@ -72,9 +72,12 @@ impl fmt::Debug for RedisTopology {
     }
 }
 
+/// `scheme://user:password@host…` (or a sentinel's `user:password@host…`, without a scheme)
+/// with the credentials replaced by `…`.
 fn redact_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}://…@{}", &url[..scheme_end], &url[at + 1..]),
+    let credentials_start = url.find("://").map_or(0, |scheme_end| scheme_end + 3);
+    match url.rfind('@') {
+        Some(at) if at >= credentials_start => format!("{}…@{}", &url[..credentials_start], &url[at + 1..]),
         _ => url.to_owned(),
     }
 }
@@ -358,5 +361,11 @@ mod tests {
     fn passwords_in_urls_are_never_printed() {
         let topology = RedisTopology::Url("redis://user:hunter2@redis:6379".into());
         assert_eq!(format!("{topology:?}"), r#"Url("redis://…@redis:6379")"#);
+    }
+
+    #[test]
+    fn passwords_of_sentinels_written_without_a_scheme_are_never_printed() {
+        let topology = RedisTopology::Sentinel { sentinels: vec!["user:hunter2@s1:26379".into()], master: "m".into() };
+        assert!(!format!("{topology:?}").contains("hunter2"), "{topology:?}");
     }
 }

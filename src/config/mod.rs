@@ -13,9 +13,6 @@ use serde::Deserialize;
 pub use crate::clients::ClientSettings;
 pub use crate::gateway::{ForwardAuthSettings, RouteSettings};
 use crate::keys::{CustodyError, JWKS_MAX_AGE, KeyCustody, SigningAlgorithm, decode_kek, read_kek, read_or_create_kek};
-
-/// Added to the time one upstream call may take, for the lease of the fleet's single flight.
-const LEASE_MARGIN: Duration = Duration::from_millis(500);
 pub use crate::rate_limit::{Rate, RateLimitSettings};
 pub use crate::storage::StorageSettings;
 pub use crate::telemetry::TelemetrySettings;
@@ -26,6 +23,9 @@ pub use crate::upstream::{
 mod validate;
 
 pub const ENV_PREFIX: &str = "TOKEN_EXCHANGE__";
+
+/// Added to the time one upstream call may take, for the lease of the fleet's single flight.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

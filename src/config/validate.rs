@@ -6,14 +6,17 @@ use jsonwebtoken::Algorithm;
 use url::Url;
 
 use super::{ConfigError, InvalidSetting, Settings, UpstreamSettings};
+use crate::cache::RedisTopology;
 use crate::keys::JWKS_MAX_AGE;
-use crate::upstream::{AnswerFormat, Endpoint};
+// Tokens and client secrets cross these connections: TLS, except to this very machine.
+use crate::upstream::AnswerFormat;
+use crate::upstream::is_secure_endpoint as is_secure;
 
-/// Claims we set ourselves; copying them from a subject token would let upstream data override
-/// our own decisions.
 /// Below this the in-process caches hold a few thousand identities at most: a typo, not a plan.
 const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 
+/// Claims we set ourselves; copying them from a subject token would let upstream data override
+/// our own decisions.
 const RESERVED_CLAIMS: &[&str] =
     &["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "act", "may_act", "cnf"];
 
@@ -118,12 +121,11 @@ impl Settings {
             );
         }
         let Some(redis) = self.redis() else { return };
-        let key = if !cache.redis_cluster_nodes.is_empty() {
-            "cache.redis_cluster_nodes"
-        } else if !cache.redis_sentinels.is_empty() {
-            "cache.redis_sentinels"
-        } else {
-            "cache.redis_url"
+        // The key that chose the topology, as `Settings::redis` chose it.
+        let key = match &redis.topology {
+            RedisTopology::Cluster { .. } => "cache.redis_cluster_nodes",
+            RedisTopology::Sentinel { .. } => "cache.redis_sentinels",
+            RedisTopology::Url(_) => "cache.redis_url",
         };
         if let Some(path) = &cache.redis_tls_ca_file
             && !path.is_file()
@@ -151,12 +153,7 @@ impl Settings {
                 Ok(_) => {}
                 Err(_) => fail(key("issuer"), "must be an absolute URL"),
             }
-            let endpoints = [
-                ("jwks_uri", upstream.jwks_uri.as_ref()),
-                ("introspection_endpoint", upstream.introspection_endpoint.as_ref().and_then(Endpoint::configured)),
-                ("userinfo_endpoint", upstream.userinfo_endpoint.as_ref().and_then(Endpoint::configured)),
-            ];
-            for (field, url) in endpoints {
+            for (field, url) in upstream.configured_endpoints() {
                 if url.is_some_and(|url| !is_secure(url)) {
                     fail(key(field), "must use https (plain http only on loopback)");
                 }
@@ -279,11 +276,6 @@ fn check_issuer(issuer: &str, fail: &mut impl FnMut(String, &str)) {
         Ok(_) => {}
         Err(_) => fail("server.issuer".into(), "must be an absolute https URL"),
     }
-}
-
-/// Tokens and client secrets cross this connection: TLS, except to this very machine.
-fn is_secure(url: &Url) -> bool {
-    crate::upstream::is_secure_endpoint(url)
 }
 
 /// Signed answers need an endpoint to answer and, for userinfo, the `client_id` they are meant

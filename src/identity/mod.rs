@@ -144,7 +144,7 @@ impl IdentityService {
         presenter: Presenter<'_>,
         now: UnixTime,
     ) -> Result<ValidatedIdentity, ValidationError> {
-        let (holder, asker) = (presenter.holder(), Some(presenter.client_id));
+        let holder = presenter.holder();
         // Computed once: the span, the keys and the revocation checks all name the token by it.
         let digest = token.digest();
         tracing::Span::current().record("token", tracing::field::display(digest.fingerprint()));
@@ -164,7 +164,7 @@ impl IdentityService {
         let (entry, led) = self
             .flights
             .run(&key, async {
-                let entry = self.load(&route, token, &key, holder, asker, now).await?;
+                let entry = self.load(&route, token, &key, presenter, now).await?;
                 // Kept before the flight lands, so a request after it finds the entry here.
                 self.local.insert(&key, &entry, now).await;
                 Ok(Arc::new(entry))
@@ -193,10 +193,10 @@ impl IdentityService {
         route: &Route,
         token: &SubjectToken,
         key: &CacheKey,
-        holder: Option<&str>,
-        asker: Option<&str>,
+        presenter: Presenter<'_>,
         now: UnixTime,
     ) -> Result<CacheEntry, ValidationError> {
+        let holder = presenter.holder();
         let mut leased = false;
         if let Some(shared) = &self.shared {
             match self.fleet.find(&**shared, key, route.asks_provider(), now).await {
@@ -235,7 +235,7 @@ impl IdentityService {
         }
         tracing::Span::current().record("tier", "upstream");
         // Refused here, the upstream was not asked: nothing to note, nothing to remember.
-        let admission = match self.protection.admit(route, asker).await {
+        let admission = match self.protection.admit(route, presenter.client_id).await {
             Ok(admission) => admission,
             Err(refused) => {
                 self.give_lease_back(leased, key).await;

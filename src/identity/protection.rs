@@ -23,7 +23,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::routing::Route;
-use crate::clock::{Clock, SharedClock, UnixTime};
+use crate::clock::{Clock, SharedClock, UnixTime, whole_seconds_up};
 use crate::metrics::Metrics;
 use crate::upstream::{UpstreamProtection, UpstreamSettings};
 use crate::vocabulary::{ValidationError, Vouched};
@@ -64,8 +64,7 @@ impl Protection {
     pub fn configure(&self, upstreams: &[UpstreamSettings]) {
         let mut guards = self.guards.write().unwrap_or_else(PoisonError::into_inner);
         let previous = std::mem::take(&mut *guards);
-        for upstream in upstreams.iter().filter(|u| u.introspection_endpoint.is_some() || u.userinfo_endpoint.is_some())
-        {
+        for upstream in upstreams.iter().filter(|upstream| upstream.asks_per_token()) {
             let name: Arc<str> = upstream.name.as_str().into();
             let guard = match previous.get(&name) {
                 Some(kept) if kept.settings == upstream.protection => kept.clone(),
@@ -80,13 +79,13 @@ impl Protection {
         }
     }
 
-    /// Lets one call to `route`'s upstream go, made for `asker`'s token, or says why not: an
+    /// Lets one call to `route`'s upstream go, made for `client`'s token, or says why not: an
     /// open breaker or a full queue is `Unavailable` (503), a spent budget `OverBudget` (429).
     /// The budget is spent before the queue, so a flooding client waits for no slot.
-    pub async fn admit(&self, route: &Route, asker: Option<&str>) -> Result<Admission, ValidationError> {
+    pub async fn admit(&self, route: &Route, client: &str) -> Result<Admission, ValidationError> {
         let Some(guard) = self.guard_of(route) else { return Ok(Admission::unguarded()) };
         let pass = guard.pass(self.clock.now())?;
-        if let (Some(budget), Some(client)) = (&self.budget, asker) {
+        if let Some(budget) = &self.budget {
             budget.spend(client).inspect_err(|_| self.metrics.first_sight_refusals(client, 1))?;
         }
         let in_flight = guard.slot(&*self.clock).await?;
@@ -94,7 +93,9 @@ impl Protection {
     }
 
     fn guard_of(&self, route: &Route) -> Option<Arc<Guard>> {
-        let Route::Opaque(_) = route else { return None };
+        if !route.asks_provider() {
+            return None;
+        }
         let guards = self.guards.read().unwrap_or_else(PoisonError::into_inner);
         guards.get(route.upstream_name()).cloned()
     }
@@ -373,17 +374,12 @@ impl FirstSightBudget {
     fn spend(&self, client: &str) -> Result<(), ValidationError> {
         self.limiter.check_key(&client.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(self.limiter.clock()));
-            ValidationError::OverBudget { retry_after: whole_seconds(wait) }
+            ValidationError::OverBudget { retry_after: whole_seconds_up(wait) }
         })
     }
 }
 
 /// Whole seconds, rounded up, at least one: what `Retry-After` can say.
-fn whole_seconds(wait: Duration) -> Duration {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    Duration::from_secs(seconds.max(1))
-}
-
 /// The app's clock as governor reads one. Whole seconds are fine grain enough for a budget
 /// counted per minute, and a test that pins the clock pins the budget.
 struct AppClock(SharedClock);

@@ -39,12 +39,6 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> Default for SingleFlight<K, V, S> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Ends the flight once it has its answer, so a later miss asks again instead of reading an old
 /// one, or when its last caller went away without one. A caller that goes away while others
 /// still wait leaves it to them: a new request joins them rather than asking a second time.

@@ -36,14 +36,7 @@ pub async fn check_online(settings: &UpstreamSettings, http: Arc<UpstreamHttp>) 
     if !settings.discovers() {
         return Ok(Discovered { metadata_location: None, endpoints: configured(settings), signing_algorithms: vec![] });
     }
-    let cache = MetadataCache::new(
-        settings.name.clone(),
-        settings.issuer.clone(),
-        http,
-        settings.metadata_max_age,
-        settings.jwks_refetch_cooldown,
-    );
-    let metadata = cache.fetch().await?;
+    let metadata = MetadataCache::for_upstream(settings, http).fetch().await?;
     let mut endpoints = Vec::new();
     if settings.needs_keys() {
         endpoints.push(resolve(
@@ -65,24 +58,23 @@ pub async fn check_online(settings: &UpstreamSettings, http: Arc<UpstreamHttp>) 
         shares_an_algorithm(settings, "userinfo", &metadata.userinfo_signing_alg_values_supported)?;
     }
     Ok(Discovered {
-        metadata_location: metadata.location.clone(),
+        metadata_location: metadata.location,
         endpoints,
         signing_algorithms: vec![
-            ("id_token_signing_alg_values_supported", metadata.id_token_signing_alg_values_supported.clone()),
-            ("introspection_signing_alg_values_supported", metadata.introspection_signing_alg_values_supported.clone()),
-            ("userinfo_signing_alg_values_supported", metadata.userinfo_signing_alg_values_supported.clone()),
+            ("id_token_signing_alg_values_supported", metadata.id_token_signing_alg_values_supported),
+            ("introspection_signing_alg_values_supported", metadata.introspection_signing_alg_values_supported),
+            ("userinfo_signing_alg_values_supported", metadata.userinfo_signing_alg_values_supported),
         ],
     })
 }
 
 /// The endpoints of an upstream that discovers none.
 fn configured(settings: &UpstreamSettings) -> Vec<(&'static str, Url, EndpointOrigin)> {
-    let written = [
-        ("jwks_uri", settings.jwks_uri.as_ref()),
-        ("introspection_endpoint", settings.introspection_endpoint.as_ref().and_then(Endpoint::configured)),
-        ("userinfo_endpoint", settings.userinfo_endpoint.as_ref().and_then(Endpoint::configured)),
-    ];
-    written.into_iter().filter_map(|(member, url)| Some((member, url?.clone(), EndpointOrigin::Configured))).collect()
+    settings
+        .configured_endpoints()
+        .into_iter()
+        .filter_map(|(member, url)| Some((member, url?.clone(), EndpointOrigin::Configured)))
+        .collect()
 }
 
 fn resolve(

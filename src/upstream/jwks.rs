@@ -96,32 +96,12 @@ impl JwksCache {
         metadata: Arc<MetadataCache>,
         http: Arc<UpstreamHttp>,
     ) -> Arc<Self> {
-        Arc::new(Self::with_metadata(
-            settings.name.clone(),
-            settings.issuer.clone(),
-            settings.jwks_uri.clone(),
-            metadata,
-            http,
-            settings.jwks_max_age,
-            settings.jwks_refetch_cooldown,
-        ))
-    }
-
-    /// Keys at `configured_uri`, or else where `metadata` (the issuer's) says.
-    pub fn with_metadata(
-        upstream: String,
-        issuer: String,
-        configured_uri: Option<Url>,
-        metadata: Arc<MetadataCache>,
-        http: Arc<UpstreamHttp>,
-        max_age: Duration,
-        cooldown: Duration,
-    ) -> Self {
-        let location = match configured_uri {
-            Some(uri) => JwksLocation::Configured(uri),
+        let location = match &settings.jwks_uri {
+            Some(uri) => JwksLocation::Configured(uri.clone()),
             None => JwksLocation::Discovered(metadata),
         };
-        Self::located(upstream, issuer, location, http, max_age, cooldown)
+        let (upstream, issuer) = (settings.name.clone(), settings.issuer.clone());
+        Arc::new(Self::located(upstream, issuer, location, http, settings.jwks_max_age, settings.jwks_refetch_cooldown))
     }
 
     fn located(

@@ -122,23 +122,15 @@ pub struct MetadataCache {
 impl MetadataCache {
     /// The metadata of `settings`' issuer, kept as long as it says.
     pub fn for_upstream(settings: &super::UpstreamSettings, http: Arc<UpstreamHttp>) -> Arc<Self> {
-        Arc::new(Self::new(
-            settings.name.clone(),
-            settings.issuer.clone(),
+        Arc::new(Self {
+            upstream: settings.name.clone(),
+            issuer: settings.issuer.clone(),
             http,
-            settings.metadata_max_age,
-            settings.jwks_refetch_cooldown,
-        ))
-    }
-
-    pub fn new(
-        upstream: String,
-        issuer: String,
-        http: Arc<UpstreamHttp>,
-        max_age: Duration,
-        cooldown: Duration,
-    ) -> Self {
-        Self { upstream, issuer, http, max_age, cooldown, current: RwLock::new(None), failure: Mutex::new(None) }
+            max_age: settings.metadata_max_age,
+            cooldown: settings.jwks_refetch_cooldown,
+            current: RwLock::new(None),
+            failure: Mutex::new(None),
+        })
     }
 
     fn snapshot(&self) -> Option<Arc<Fetched>> {

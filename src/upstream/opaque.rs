@@ -78,7 +78,7 @@ impl OpaqueUpstream {
         keys: Arc<JwksCache>,
         http: Arc<UpstreamHttp>,
     ) -> Option<Self> {
-        if settings.introspection_endpoint.is_none() && settings.userinfo_endpoint.is_none() {
+        if !settings.asks_per_token() {
             return None;
         }
         let verifier = (settings.signs_introspection() || settings.signs_userinfo())
@@ -212,7 +212,7 @@ impl OpaqueUpstream {
             expires_at,
             scopes: response
                 .scopes()
-                .map(|s| s.iter().map(|scope| scope.to_string().into_boxed_str()).collect())
+                .map(|s| s.iter().map(|scope| Box::from(scope.as_str())).collect())
                 .unwrap_or_default(),
             client: response.client_id().map(|id| id.as_str().to_owned()),
             claims: response.extra_fields().0.clone(),

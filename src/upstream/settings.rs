@@ -86,7 +86,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub fn configured(&self) -> Option<&Url> {
+    fn configured(&self) -> Option<&Url> {
         match self {
             Self::At(url) => Some(url),
             Self::Discover => None,
@@ -120,6 +120,15 @@ pub enum AnswerFormat {
 }
 
 impl UpstreamSettings {
+    /// The endpoints written as URLs (not `"discover"`), by their setting's name.
+    pub fn configured_endpoints(&self) -> [(&'static str, Option<&Url>); 3] {
+        [
+            ("jwks_uri", self.jwks_uri.as_ref()),
+            ("introspection_endpoint", self.introspection_endpoint.as_ref().and_then(Endpoint::configured)),
+            ("userinfo_endpoint", self.userinfo_endpoint.as_ref().and_then(Endpoint::configured)),
+        ]
+    }
+
     /// Whether any of this upstream's endpoints is to be read from the provider's metadata.
     pub fn discovers(&self) -> bool {
         let discovered = |endpoint: &Option<Endpoint>| matches!(endpoint, Some(Endpoint::Discover));
@@ -131,6 +140,11 @@ impl UpstreamSettings {
     /// Whether this upstream's signing keys are needed: for JWT subject tokens or signed answers.
     pub fn needs_keys(&self) -> bool {
         !self.audiences.is_empty() || self.signs_introspection() || self.signs_userinfo()
+    }
+
+    /// Whether tokens are sent to this upstream one by one (introspection or userinfo).
+    pub fn asks_per_token(&self) -> bool {
+        self.introspection_endpoint.is_some() || self.userinfo_endpoint.is_some()
     }
 
     pub fn signs_introspection(&self) -> bool {

@@ -94,14 +94,14 @@ impl AnswerVerifier {
             ValidationError::Rejected(_) => untrusted("its signing key is not in the upstream's JWKS"),
             other => other,
         })?;
-        let claims = decode::<Map<String, Value>>(unverified_answer, &key.key, &self.validation(header.alg))
+        let mut claims = decode::<Map<String, Value>>(unverified_answer, &key.key, &self.validation(header.alg))
             .map_err(|error| untrusted(rejection(error.kind())))?
             .claims;
         self.check_time(kind, &claims, now).map_err(untrusted)?;
         match kind {
             SignedAnswer::Userinfo => Ok(claims),
-            SignedAnswer::Introspection => match claims.get("token_introspection") {
-                Some(Value::Object(members)) => Ok(members.clone()),
+            SignedAnswer::Introspection => match claims.remove("token_introspection") {
+                Some(Value::Object(members)) => Ok(members),
                 _ => Err(untrusted("token_introspection is missing or not an object")),
             },
         }

@@ -37,35 +37,8 @@ impl ValidatedIdentity {
         ScopeSet::from_values(self.scopes.iter().map(AsRef::as_ref))
     }
 
-    /// Roughly how many bytes of heap this identity holds, for weighing cache entries. The
-    /// upstream's name and issuer are counted although they are usually shared: an identity
-    /// read back from Redis has its own copies.
-    pub fn heap_bytes(&self) -> usize {
-        const ARC_HEADER: usize = 2 * size_of::<usize>();
-        let strings = ARC_HEADER + self.upstream.len() + ARC_HEADER + self.issuer.len() + self.subject.len();
-        let scopes = self.scopes.iter().map(|scope| size_of::<Box<str>>() + scope.len()).sum::<usize>();
-        strings + scopes + map_heap_bytes(&self.claims)
-    }
-
     pub fn is_expired_at(&self, now: UnixTime) -> bool {
         self.expires_at.is_some_and(|exp| exp <= now)
-    }
-}
-
-/// A JSON object's heap: per member its key and value, the key's text and what the value holds;
-/// a B-tree node's spare slots are left out (they are amortised over its members).
-fn map_heap_bytes(map: &Map<String, Value>) -> usize {
-    map.iter()
-        .map(|(name, value)| size_of::<String>() + name.len() + size_of::<Value>() + value_heap_bytes(value))
-        .sum()
-}
-
-fn value_heap_bytes(value: &Value) -> usize {
-    match value {
-        Value::String(text) => text.len(),
-        Value::Array(items) => items.iter().map(|item| size_of::<Value>() + value_heap_bytes(item)).sum(),
-        Value::Object(members) => map_heap_bytes(members),
-        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
     }
 }
 

@@ -1,40 +1,52 @@
 use std::fmt;
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
 /// A token presented by a caller. Its text is reachable only through [`Self::expose_secret`];
 /// everything that is logged, stored or used as a key is derived from its [`TokenDigest`].
 #[derive(Clone, serde::Deserialize)]
-#[serde(transparent)]
-pub struct SubjectToken(String);
+#[serde(from = "String")]
+pub struct SubjectToken {
+    text: String,
+    /// Hashed once, however many places (span, cache keys, reuse key, revocation checks) name
+    /// the token by it.
+    digest: OnceLock<TokenDigest>,
+}
+
+impl From<String> for SubjectToken {
+    fn from(token: String) -> Self {
+        Self::new(token)
+    }
+}
 
 impl SubjectToken {
     pub fn new(token: String) -> Self {
-        Self(token)
+        Self { text: token, digest: OnceLock::new() }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.text.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.text.len()
     }
 
     /// For the two places that must send the token on: the upstream call and signature checks.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     pub fn digest(&self) -> TokenDigest {
-        TokenDigest(Sha256::digest(self.0.as_bytes()).into())
+        *self.digest.get_or_init(|| TokenDigest(Sha256::digest(self.text.as_bytes()).into()))
     }
 
     /// True when the token has the compact JWS shape `header.payload.signature`; the signature
     /// may be empty, as an unsecured (`alg: none`) JWS has it.
     pub fn looks_like_jws(&self) -> bool {
         let base64url = |part: &str| part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        let mut parts = self.0.split('.');
+        let mut parts = self.text.split('.');
         let mut segment =
             |may_be_empty: bool| parts.next().is_some_and(|part| (may_be_empty || !part.is_empty()) && base64url(part));
         segment(false) && segment(false) && segment(true) && parts.next().is_none()

@@ -11,7 +11,6 @@ use std::time::Duration;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
-use token_exchange::cache::RedisCache;
 use token_exchange::clock::{Clock as _, FixedClock};
 use token_exchange::config::{Settings, UpstreamSettings};
 use token_exchange::startup::{Application, Reloader};
@@ -123,7 +122,7 @@ impl TestAppBuilder {
         }
         settings.validate().unwrap_or_else(|error| panic!("the test's settings are invalid: {error}"));
         let clock = FixedClock::at(start_time());
-        let followers = InvalidationFollowers::count_before(&settings, &clock).await;
+        let followers = InvalidationFollowers::count_before(&settings).await;
 
         let app = Application::build_with_clock(settings.clone(), Arc::new(clock.clone())).await.unwrap();
         let port = app.port();
@@ -159,10 +158,9 @@ struct InvalidationFollowers {
 impl InvalidationFollowers {
     /// `None` when the app has no Redis, one other than a single server, or its Redis does not
     /// answer (a test of that case).
-    async fn count_before(settings: &Settings, clock: &FixedClock) -> Option<Self> {
+    async fn count_before(settings: &Settings) -> Option<Self> {
         let redis = settings.redis()?;
-        let metrics = token_exchange::metrics::Metrics::new();
-        let channel = RedisCache::new(&redis, Arc::new(clock.clone()), metrics).ok()?.channel();
+        let channel = token_exchange::cache::RedisKeys::new(&redis.prefix).channel();
         // Other topologies are waited for by their own tests (tests/api/redis_topologies.rs).
         let token_exchange::cache::RedisTopology::Url(url) = &redis.topology else { return None };
         let client = redis::Client::open(url.as_str()).ok()?;

@@ -212,5 +212,5 @@ pub async fn redis_keys(pattern: &str) -> Vec<String> {
 
 /// Where a replica's lease on asking `upstream` about `token` lives (the fleet's single flight).
 pub fn lease_key(prefix: &str, upstream: &str, token: &str) -> String {
-    token_exchange::cache::RedisKeys::new(prefix).token(&token_digest(token)).named(&format!("lease:{upstream}"))
+    token_exchange::cache::RedisKeys::new(prefix).token(&token_digest(token)).lease(upstream)
 }
