@@ -64,10 +64,6 @@ async fn rate_limited_until(idp: &FakeIdp, reset: i64) {
     Mock::given(method("GET")).and(path(USERINFO_PATH)).respond_with(limited).mount(&idp.server).await;
 }
 
-fn retry_after(response: &reqwest::Response) -> Option<u64> {
-    response.headers().get("retry-after").map(|value| value.to_str().unwrap().parse().unwrap())
-}
-
 #[tokio::test]
 async fn an_auth0_rate_limit_reset_an_hour_ahead_is_passed_on_as_at_most_five_minutes() {
     let idp = FakeIdp::start().await;

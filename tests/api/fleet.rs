@@ -31,11 +31,7 @@ async fn replicas(idp: &FakeIdp, count: usize) -> Vec<TestApp> {
 
 /// Introspection answers for every token, after `delay`, with `body`.
 async fn slow_introspection(idp: &FakeIdp, delay: Duration, body: serde_json::Value) {
-    Mock::given(method("POST"))
-        .and(path(INTROSPECT_PATH))
-        .respond_with(ResponseTemplate::new(200).set_delay(delay).set_body_json(body))
-        .mount(&idp.server)
-        .await;
+    idp.introspection_answers_all(ResponseTemplate::new(200).set_delay(delay).set_body_json(body)).await;
 }
 
 /// `per_replica` concurrent exchanges of `token` at each replica; their HTTP statuses.

@@ -8,8 +8,7 @@ use std::time::Duration;
 use redis::AsyncCommands as _;
 use serde_json::{Value, json};
 use token_exchange::keys::SigningAlgorithm;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::helpers::*;
 
@@ -39,10 +38,6 @@ async fn minted_claims(app: &TestApp, response: reqwest::Response) -> serde_json
 }
 
 /// `Retry-After` in seconds, when the response carries one.
-fn retry_after_seconds(response: &reqwest::Response) -> Option<u64> {
-    response.headers().get("retry-after").map(|v| v.to_str().unwrap().parse().unwrap())
-}
-
 fn assert_description_starts_with(body: &Value, prefix: &str) {
     let description = body["error_description"].as_str().unwrap();
     assert!(description.starts_with(prefix), "error_description {description:?} should start with {prefix:?}");
@@ -189,7 +184,7 @@ async fn an_unknown_kid_inside_the_refetch_cooldown_is_neither_remembered_nor_sh
 
     for replica in [&first, &second] {
         let response = replica.exchange(&rotated, &[]).await;
-        let retry_after = retry_after_seconds(&response);
+        let retry_after = retry_after(&response);
         assert_oauth_error(response, 503, "temporarily_unavailable").await;
         assert!(retry_after.is_some_and(|s| (1..=30).contains(&s)), "Retry-After {retry_after:?}: the next fetch");
     }
@@ -233,7 +228,7 @@ async fn an_upstreams_huge_retry_after_is_capped_at_five_minutes() {
 
     let response = app.exchange_opaque("busy", &[]).await;
 
-    let retry_after = retry_after_seconds(&response);
+    let retry_after = retry_after(&response);
     assert_oauth_error(response, 503, "temporarily_unavailable").await;
     assert!(retry_after.is_some_and(|s| (1..=300).contains(&s)), "Retry-After {retry_after:?} is not within 300s");
 }
@@ -261,11 +256,7 @@ async fn an_introspection_answer_larger_than_the_response_cap_is_temporarily_una
 async fn app_with_a_credulous_introspection(idp: &FakeIdp) -> TestApp {
     let app = TestApp::builder(idp).with_opaque_upstream(idp.introspection_upstream()).spawn().await;
     let active = json!({"active": true, "sub": "opaque-user", "exp": app.now() + 600});
-    Mock::given(method("POST"))
-        .and(path(INTROSPECT_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(active))
-        .mount(&idp.server)
-        .await;
+    idp.introspection_answers_all(ResponseTemplate::new(200).set_body_json(active)).await;
     app
 }
 

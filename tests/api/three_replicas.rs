@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::helpers::*;
 
@@ -93,13 +92,8 @@ impl Drop for Fleet {
 
 async fn introspection_for_every_token(idp: &FakeIdp, delay: Duration) {
     let exp = chrono_now() + 600;
-    Mock::given(method("POST"))
-        .and(path(INTROSPECT_PATH))
-        .respond_with(
-            ResponseTemplate::new(200).set_delay(delay).set_body_json(json!({"active": true, "sub": "u", "exp": exp})),
-        )
-        .mount(&idp.server)
-        .await;
+    let active = json!({"active": true, "sub": "u", "exp": exp});
+    idp.introspection_answers_all(ResponseTemplate::new(200).set_delay(delay).set_body_json(active)).await;
 }
 
 #[expect(clippy::disallowed_methods, reason = "the processes run on the real clock")]

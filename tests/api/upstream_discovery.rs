@@ -4,8 +4,6 @@
 //! `metadata_max_age`; a provider that cannot say is an outage (503 with Retry-After).
 //! `check-config --online` asks every provider before the service starts.
 
-use std::io::Write as _;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -140,22 +138,6 @@ async fn a_signed_introspection_answer_is_verified_with_the_discovered_jwks() {
 
 // check-config --online
 
-/// Runs `token-exchange check-config --online` on a configuration with `upstream` (TOML).
-async fn check_online(upstream: String) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-        file.write_all(format!("[[upstreams]]\n{upstream}").as_bytes()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_token-exchange"));
-        command.args(["check-config", "--online", "--config", file.path().to_str().unwrap()]);
-        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("TOKEN_EXCHANGE")) {
-            command.env_remove(name);
-        }
-        command.output().unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 fn discovering_toml(issuer: &str) -> String {
     format!(
         "name = \"tenant\"\nissuer = \"{issuer}\"\nintrospection_endpoint = \"discover\"\n\
@@ -173,7 +155,7 @@ async fn check_config_online_prints_what_each_upstream_discovered() {
     let document: Value = idp.metadata_document(&tenant_issuer(&idp));
     idp.publish_metadata(OPENID_CONFIGURATION, document).await;
 
-    let output = check_online(discovering_toml(&tenant_issuer(&idp))).await;
+    let output = check_config_online(&discovering_toml(&tenant_issuer(&idp))).await;
 
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
@@ -192,7 +174,7 @@ async fn check_config_online_prints_what_each_upstream_discovered() {
 async fn check_config_online_fails_when_the_provider_is_unreachable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
 
-    let output = check_online(discovering_toml(&format!("http://{closed}/tenant"))).await;
+    let output = check_config_online(&discovering_toml(&format!("http://{closed}/tenant"))).await;
 
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
@@ -204,7 +186,7 @@ async fn check_config_online_fails_when_the_metadata_names_another_issuer() {
     let idp = FakeIdp::start().await;
     idp.publish_metadata(OPENID_CONFIGURATION, idp.metadata_document(&idp.issuer())).await;
 
-    let output = check_online(discovering_toml(&tenant_issuer(&idp))).await;
+    let output = check_config_online(&discovering_toml(&tenant_issuer(&idp))).await;
 
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);

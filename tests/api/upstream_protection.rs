@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use token_exchange::config::{Rate, RouteSettings, Settings, UpstreamProtection, UpstreamSettings};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::helpers::*;
 
@@ -39,11 +38,6 @@ fn per_minute(count: u32) -> Rate {
     Rate::new(count, Duration::from_secs(60))
 }
 
-/// Introspection answers `response` about every token.
-async fn introspection_always(idp: &FakeIdp, response: ResponseTemplate) {
-    Mock::given(method("POST")).and(path(INTROSPECT_PATH)).respond_with(response).mount(&idp.server).await;
-}
-
 fn active_until(exp: i64) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({"active": true, "sub": "u", "scope": "read", "exp": exp}))
 }
@@ -53,10 +47,6 @@ fn inactive() -> ResponseTemplate {
 }
 
 /// `Retry-After` in seconds, when there is one.
-fn retry_after(response: &reqwest::Response) -> Option<u64> {
-    response.headers().get("retry-after").map(|v| v.to_str().unwrap().parse().unwrap())
-}
-
 fn upstream_is(reason: &'static str) -> [(&'static str, &'static str); 2] {
     [("upstream", OPAQUE), ("reason", reason)]
 }
@@ -69,7 +59,7 @@ fn upstream_is(reason: &'static str) -> [(&'static str, &'static str); 2] {
 async fn consecutive_upstream_failures_open_the_breaker_which_answers_503_with_retry_after_without_asking() {
     let idp = FakeIdp::start().await;
     let app = TestApp::builder(&idp).with_opaque_upstream(guarded(&idp, breaker(3, 30))).spawn().await;
-    introspection_always(&idp, ResponseTemplate::new(503)).await;
+    idp.introspection_answers_all(ResponseTemplate::new(503)).await;
 
     for n in 0..3 {
         let failed = app.exchange_opaque(&format!("down-{n}"), &[]).await;
@@ -94,14 +84,14 @@ async fn consecutive_upstream_failures_open_the_breaker_which_answers_503_with_r
 async fn after_the_cool_down_one_probe_goes_to_the_upstream_and_its_answer_closes_the_breaker() {
     let idp = FakeIdp::start().await;
     let app = TestApp::builder(&idp).with_opaque_upstream(guarded(&idp, breaker(2, 30))).spawn().await;
-    introspection_always(&idp, ResponseTemplate::new(500)).await;
+    idp.introspection_answers_all(ResponseTemplate::new(500)).await;
     for n in 0..2 {
         assert_eq!(app.exchange_opaque(&format!("down-{n}"), &[]).await.status(), 503);
     }
     assert_eq!(app.exchange_opaque("refused", &[]).await.status(), 503);
 
     idp.publish().await; // the provider is back (and its request log starts again)
-    introspection_always(&idp, active_until(app.now() + 3600)).await;
+    idp.introspection_answers_all(active_until(app.now() + 3600)).await;
     app.clock.advance(Duration::from_secs(30));
 
     assert_eq!(app.exchange_opaque("probe", &[]).await.status(), 200);
@@ -115,10 +105,10 @@ async fn after_the_cool_down_one_probe_goes_to_the_upstream_and_its_answer_close
 async fn while_the_probe_is_out_other_calls_are_refused_and_a_failed_probe_opens_the_breaker_again() {
     let idp = FakeIdp::start().await;
     let app = TestApp::builder(&idp).with_opaque_upstream(guarded(&idp, breaker(1, 30))).spawn().await;
-    introspection_always(&idp, ResponseTemplate::new(503)).await;
+    idp.introspection_answers_all(ResponseTemplate::new(503)).await;
     assert_eq!(app.exchange_opaque("down", &[]).await.status(), 503);
     idp.publish().await;
-    introspection_always(&idp, ResponseTemplate::new(503).set_delay(Duration::from_secs(2))).await;
+    idp.introspection_answers_all(ResponseTemplate::new(503).set_delay(Duration::from_secs(2))).await;
     app.clock.advance(Duration::from_secs(30));
 
     let (probe, during_the_probe) = tokio::join!(app.exchange_opaque("probe", &[]), async {
@@ -141,12 +131,12 @@ async fn while_the_probe_is_out_other_calls_are_refused_and_a_failed_probe_opens
 async fn verdicts_on_tokens_and_refusals_of_our_credentials_never_open_the_breaker() {
     let idp = FakeIdp::start().await;
     let app = TestApp::builder(&idp).with_opaque_upstream(guarded(&idp, breaker(2, 30))).spawn().await;
-    introspection_always(&idp, inactive()).await;
+    idp.introspection_answers_all(inactive()).await;
     for n in 0..5 {
         assert_oauth_error(app.exchange_opaque(&format!("inactive-{n}"), &[]).await, 400, "invalid_request").await;
     }
     idp.publish().await;
-    introspection_always(&idp, ResponseTemplate::new(401)).await;
+    idp.introspection_answers_all(ResponseTemplate::new(401)).await;
     for n in 0..3 {
         let refused = app.exchange_opaque(&format!("misconfigured-{n}"), &[]).await;
         assert_oauth_error(refused, 503, "temporarily_unavailable").await;
@@ -154,7 +144,7 @@ async fn verdicts_on_tokens_and_refusals_of_our_credentials_never_open_the_break
 
     assert_eq!(idp.introspections().await, 3, "every one reached the upstream");
     idp.publish().await;
-    introspection_always(&idp, active_until(app.now() + 600)).await;
+    idp.introspection_answers_all(active_until(app.now() + 600)).await;
     assert_eq!(app.exchange_opaque("fine", &[]).await.status(), 200);
     let metrics = app.metrics().await;
     assert_eq!(metrics.value(BREAKER_STATE, &[("upstream", OPAQUE)]), Some(0.0), "{metrics}");
@@ -165,7 +155,7 @@ async fn verdicts_on_tokens_and_refusals_of_our_credentials_never_open_the_break
 async fn a_reload_applies_new_protection_and_keeps_the_upstreams_verdicts() {
     let idp = FakeIdp::start().await;
     let app = TestApp::builder(&idp).with_opaque_upstream(guarded(&idp, breaker(1, 30))).spawn().await;
-    introspection_always(&idp, ResponseTemplate::new(503)).await;
+    idp.introspection_answers_all(ResponseTemplate::new(503)).await;
     assert_eq!(app.exchange_opaque("down", &[]).await.status(), 503);
     assert_eq!(app.exchange_opaque("refused", &[]).await.status(), 503);
     assert_eq!(idp.introspections().await, 1);
@@ -191,7 +181,7 @@ async fn at_most_max_concurrent_calls_reach_a_slow_upstream_and_the_rest_are_ref
         protection.queue_timeout = Duration::from_secs(1);
     });
     let app = TestApp::builder(&idp).with_opaque_upstream(upstream).spawn().await;
-    introspection_always(&idp, active_until(app.now() + 3600).set_delay(Duration::from_secs(3))).await;
+    idp.introspection_answers_all(active_until(app.now() + 3600).set_delay(Duration::from_secs(3))).await;
     let tokens: Vec<String> = (0..5).map(|n| format!("slow-{n}")).collect();
 
     let requests = futures_util::future::join_all(tokens.iter().map(|token| app.exchange_opaque(token, &[])));
@@ -238,7 +228,7 @@ async fn a_client_flooding_unknown_tokens_gets_429_slow_down_and_neither_other_c
         .spawn()
         .await;
     idp.introspection_active("known", app.now() + 3600).await;
-    introspection_always(&idp, inactive()).await;
+    idp.introspection_answers_all(inactive()).await;
     assert_eq!(app.exchange_opaque("known", &[]).await.status(), 200);
     for n in 1..=2 {
         assert_oauth_error(app.exchange_opaque(&format!("garbage-{n}"), &[]).await, 400, "invalid_request").await;
@@ -276,7 +266,7 @@ async fn a_forward_auth_route_spends_its_clients_budget_and_is_answered_429_with
         })
         .spawn()
         .await;
-    introspection_always(&idp, inactive()).await;
+    idp.introspection_answers_all(inactive()).await;
     let decide = |token: &'static str| {
         app.http
             .get(app.url("/forward-auth"))

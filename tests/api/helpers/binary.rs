@@ -1,7 +1,7 @@
 //! The service's own binary, started as a real process (signals, the log, trace export).
 
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// A `token-exchange serve` process, its port, and what it has logged so far.
 pub struct ServerProcess {
@@ -68,4 +68,22 @@ impl ServerProcess {
         self.child.wait().unwrap();
         self.log
     }
+}
+
+/// `token-exchange check-config --online`, run as the real binary on a configuration file
+/// whose only upstream is `upstream` (the TOML of one `[[upstreams]]` entry).
+pub async fn check_config_online(upstream: &str) -> Output {
+    let text = format!("[[upstreams]]\n{upstream}");
+    tokio::task::spawn_blocking(move || {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_token-exchange"));
+        command.args(["check-config", "--online", "--config", file.path().to_str().unwrap()]);
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("TOKEN_EXCHANGE")) {
+            command.env_remove(name);
+        }
+        command.output().unwrap()
+    })
+    .await
+    .unwrap()
 }

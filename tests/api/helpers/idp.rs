@@ -169,6 +169,11 @@ impl FakeIdp {
             .await;
     }
 
+    /// Introspection answers `response` about every token.
+    pub async fn introspection_answers_all(&self, response: ResponseTemplate) {
+        Mock::given(method("POST")).and(path(INTROSPECT_PATH)).respond_with(response).mount(&self.server).await;
+    }
+
     pub async fn introspection_active(&self, token: &str, exp: i64) {
         let body = json!({"active": true, "sub": "opaque-user", "scope": "read write", "exp": exp, "client_id": "spa",
                           "email": "opaque@example.com"});

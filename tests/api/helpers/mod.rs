@@ -19,11 +19,16 @@ use serde_json::Value;
 use token_exchange::config::{ClientSettings, RouteSettings, Settings};
 
 pub use app::{TestApp, TestAppBuilder, spawn_app};
-pub use binary::ServerProcess;
+pub use binary::{ServerProcess, check_config_online};
 pub use idp::{FakeIdp, UpstreamKey};
 pub use logging::init_test_log;
 pub use metrics::MetricsText;
 pub use poll::eventually;
+
+/// The `Retry-After` header, in seconds.
+pub fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response.headers().get("retry-after").map(|value| value.to_str().unwrap().parse().unwrap())
+}
 pub use storage::{
     TestDatabase, lease_key, postgres_admin_url, random_prefix, redis_acl, redis_cluster_nodes, redis_connection,
     redis_entry_key, redis_keys, redis_revoked_key, redis_sentinel_failover_master, redis_sentinels, redis_tls,

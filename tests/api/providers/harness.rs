@@ -2,8 +2,7 @@
 //! times into their tokens, so the app's clock starts at the wall clock's "now" (and still only
 //! moves when the test advances it, to step past cache lifetimes without waiting for them).
 
-use std::io::Write as _;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,24 +145,6 @@ pub async fn assert_refused(response: reqwest::Response, why: &str) -> String {
     let description = body["error_description"].as_str().unwrap_or_default();
     assert!(description.starts_with("subject_token is invalid"), "{why}: {body}");
     description.to_owned()
-}
-
-/// `token-exchange check-config --online`, run as the real binary on a configuration file
-/// whose only upstream is `upstream` (the TOML of one `[[upstreams]]` entry).
-pub async fn check_config_online(upstream: &str) -> Output {
-    let text = format!("[[upstreams]]\n{upstream}");
-    tokio::task::spawn_blocking(move || {
-        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-        file.write_all(text.as_bytes()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_token-exchange"));
-        command.args(["check-config", "--online", "--config", file.path().to_str().unwrap()]);
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("TOKEN_EXCHANGE")) {
-            command.env_remove(name);
-        }
-        command.output().unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 /// Asserts that `check-config --online` succeeded and printed each of `lines` as a line.

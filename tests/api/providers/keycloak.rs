@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use super::harness::{ProviderApp, assert_printed, assert_refused, check_config_online, upstream_from_toml};
+use super::harness::{ProviderApp, assert_printed, assert_refused, upstream_from_toml};
 use super::keycloak_server::{ALICE, APP, LIGHTWEIGHT_APP, Realm, UPSTREAM};
+use crate::helpers::check_config_online;
 
 #[tokio::test]
 async fn a_full_keycloak_access_token_is_verified_offline_and_exchanged() {

@@ -9,9 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use token_exchange::config::UpstreamSettings;
 
-use super::harness::{
-    ProviderApp, assert_printed, assert_refused, check_config_online, provider_url, upstream_from_toml,
-};
+use super::harness::{ProviderApp, assert_printed, assert_refused, provider_url, upstream_from_toml};
+use crate::helpers::check_config_online;
 
 const UPSTREAM: &str = "oidc-provider";
 /// The application users sign in to.
