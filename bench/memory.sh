@@ -9,6 +9,7 @@
 # which leaves out what does not grow with the number of identities.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 if [ $# -gt 0 ]; then STEPS=("$@"); else STEPS=(100000 200000); fi
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 APP_PORT=18180
@@ -16,16 +17,14 @@ IDP_PORT=18181
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+ensure_command wrk wrk
 TARGET=${CARGO_TARGET_DIR:-/work/rtarget}
 [ -n "${BENCH_NO_BUILD:-}" ] ||
   CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin token-exchange --example fake_idp
 # A private copy: a build in another checkout sharing the target dir cannot swap it mid-run.
 cp "$TARGET/release/token-exchange" "$TARGET/release/examples/fake_idp" "$WORK/"
 BIN=$WORK/token-exchange
-SECRET=bench-secret
-HASH=$(printf '%s' "$SECRET" | $BIN hash-secret)
-export BENCH_BASIC="Basic $(printf 'bench:%s' "$SECRET" | base64 -w0)"
+bench_client "$BIN"
 LAST=${STEPS[${#STEPS[@]}-1]}
 
 config() { # reuse_minted
@@ -42,26 +41,14 @@ max_entries = $(( LAST * 2 + 100000 ))
 ${BENCH_MAX_BYTES:+max_bytes = $BENCH_MAX_BYTES}
 [rate_limits]
 first_sight_per_client = "off"
-[[upstreams]]
-name = "idp"
-issuer = "http://127.0.0.1:$IDP_PORT"
-introspection_endpoint = "http://127.0.0.1:$IDP_PORT/introspect"
-client_id = "token-exchange"
-client_secret = "upstream-secret"
-default_for_opaque = true
-[[clients]]
-client_id = "bench"
-secret_hash = "$HASH"
-audiences = ["orders"]
-scopes = ["read", "write"]
+$(idp_and_client_toml "$IDP_PORT")
 TOML
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-introspections() { curl -s "http://127.0.0.1:$IDP_PORT/stats" | sed 's/.*"introspections":\([0-9]*\).*/\1/'; }
 exchange() { # identities tag: short wrk runs until the upstream was asked about that many new tokens
-  local target=$(( $(introspections) + $1 )) chunk=0
-  while [ "$(introspections)" -lt "$target" ]; do
+  local target=$(( $(introspections "$IDP_PORT") + $1 )) chunk=0
+  while [ "$(introspections "$IDP_PORT")" -lt "$target" ]; do
     chunk=$(( chunk + 1 ))
     BENCH_COLD_TAG="mem-$2-$chunk-" wrk -t1 -c"$CONNECTIONS" -d"${BENCH_CHUNK_SECONDS:-2}s" -s bench/cold.lua \
       "http://127.0.0.1:$APP_PORT/token" >"$WORK/wrk.log"
@@ -83,13 +70,13 @@ for reuse in false true; do
   done
   # Warm up first: worker threads, connection pools and allocator arenas are not per identity.
   exchange "${BENCH_WARMUP:-20000}" "warm-$reuse"
-  base_rss=$(rss_kib "$server"); base_calls=$(introspections)
+  base_rss=$(rss_kib "$server"); base_calls=$(introspections "$IDP_PORT")
   printf '%-13s %10s %10s %12s %14s\n' "$reuse" 0 "$base_rss" - -
   done_so_far=0; prev_rss=$base_rss; prev_n=0
   for step in "${STEPS[@]}"; do
     exchange $(( step - done_so_far )) "step$step-$reuse"
     done_so_far=$step
-    rss=$(rss_kib "$server"); n=$(( $(introspections) - base_calls ))
+    rss=$(rss_kib "$server"); n=$(( $(introspections "$IDP_PORT") - base_calls ))
     printf '%-13s %10s %10s %12s %14s\n' "$reuse" "$n" "$rss" \
       "$(awk -v d=$(( rss - base_rss )) -v n="$n" 'BEGIN { printf "%.0f", d * 1024 / n }')" \
       "$(awk -v d=$(( rss - prev_rss )) -v n=$(( n - prev_n )) 'BEGIN { printf "%.0f", d * 1024 / n }')"

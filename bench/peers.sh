@@ -8,10 +8,10 @@
 # it is missing) and runs `start-dev` with tests/providers/keycloak/realm.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DURATION=${1:-10}
 WARMUP=${WARMUP:-10}
-KEYCLOAK_VERSION=26.7.3
-KEYCLOAK_HOME=target/providers/keycloak-$KEYCLOAK_VERSION
+source scripts/keycloak.sh
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -21,25 +21,14 @@ cleanup() {
 }
 trap cleanup EXIT
 log() { printf '[bench/peers] %s\n' "$*" >&2; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+apt_install() { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; }
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+ensure_command wrk wrk
 timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6379' 2>/dev/null ||
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 
-JAVA_HOME=""
-for java in $(ls -d /usr/lib/jvm/*/bin/java 2>/dev/null | sort -V -r); do
-  major=$("$java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p')
-  if [ -n "$major" ] && [ "$major" -ge 21 ]; then JAVA_HOME=$(dirname "$(dirname "$java")"); break; fi
-done
-[ -n "$JAVA_HOME" ] || { log "Keycloak needs Java 21 or later under /usr/lib/jvm"; exit 1; }
-if [ ! -x "$KEYCLOAK_HOME/bin/kc.sh" ]; then
-  log "fetching Keycloak $KEYCLOAK_VERSION"
-  mkdir -p target/providers
-  mvn -B -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip" -DoutputDirectory=target/providers
-  unzip -q -o "target/providers/keycloak-quarkus-dist-$KEYCLOAK_VERSION.zip" -d target/providers
-  rm -f "target/providers/keycloak-quarkus-dist-$KEYCLOAK_VERSION.zip"
-fi
+JAVA_HOME=$(java_home_21) || { log "Keycloak needs Java 21 or later under /usr/lib/jvm"; exit 1; }
+ensure_keycloak
 
 cargo build --release --quiet --bin token-exchange
 BIN=${CARGO_TARGET_DIR:-target}/release/token-exchange
@@ -125,17 +114,6 @@ for url in "$KC_URL" "$OURS_URL" "$SIGNING_URL"; do
   [ "$status" = 200 ] || { log "the exchange at $url answers $status: $(cat "$WORK/answer.json")"; exit 1; }
 done
 
-# wrk output → "rate p50 p99 non2xx" (latencies in ms).
-summarize() {
-  awk '
-    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-    /Requests\/sec/ { rate = $2 }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    /Non-2xx/ { errors = $NF }
-    END { printf "%.0f %.2f %.2f %d\n", rate, p50, p99, errors }'
-}
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 # One phase: wrk at $3 connections on $2, answered by the process $1; prints the table row.
 phase() {

@@ -11,6 +11,7 @@
 #                                  flame graph in text (bench/flame.py); the phase runs slower
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DURATION=${1:-10}
 CONNECTIONS=${2:-64}
 APP_PORT=18080
@@ -19,15 +20,15 @@ LOCAL_PORT=18086
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+ensure_command wrk wrk
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; NGINX=/usr/sbin/nginx; }
-command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+ensure_command redis-server redis-server
 # A Redis of the run's own: an empty keyspace that no other client scans or blocks (a shared
 # one answers KEYS and SCANs of tests in between, long enough to time our calls out), and
 # nothing left behind.
 # A free port: a Redis of the run just before may still be on its way out of a fixed one.
-REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+REDIS_PORT=$(free_port)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
@@ -35,9 +36,7 @@ for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && brea
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --quiet --bin token-exchange --example fake_idp
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/token-exchange
-SECRET=bench-secret
-HASH=$(printf '%s' "$SECRET" | $BIN hash-secret)
-export BENCH_BASIC="Basic $(printf 'bench:%s' "$SECRET" | base64 -w0)"
+bench_client "$BIN"
 
 cat > "$WORK/bench.toml" <<TOML
 [server]
@@ -52,18 +51,7 @@ redis_prefix = "te-bench-$$"
 [rate_limits]
 # Phase (c) presents a token never seen before on every request, on purpose.
 first_sight_per_client = "off"
-[[upstreams]]
-name = "idp"
-issuer = "http://127.0.0.1:$IDP_PORT"
-introspection_endpoint = "http://127.0.0.1:$IDP_PORT/introspect"
-client_id = "token-exchange"
-client_secret = "upstream-secret"
-default_for_opaque = true
-[[clients]]
-client_id = "bench"
-secret_hash = "$HASH"
-audiences = ["orders"]
-scopes = ["read", "write"]
+$(idp_and_client_toml "$IDP_PORT")
 [[forward_auth.routes]]
 name = "orders"
 path_prefix = "/api/orders"
@@ -105,17 +93,6 @@ for site in echo gateway; do
   "$NGINX" -p "$WORK/$site" -e "$WORK/$site/error.log" -c "$WORK/$site/nginx.conf" -g "daemon off; pid $WORK/$site/nginx.pid;" &
 done
 
-introspections() { curl -s "http://127.0.0.1:$IDP_PORT/stats" | sed 's/.*"introspections":\([0-9]*\).*/\1/'; }
-# wrk output → "rate p50 p99" (latencies in ms).
-summarize() {
-  awk '
-    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-    /Requests\/sec/ { rate = $2 }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    /Non-2xx/ { errors = $NF }
-    END { printf "%.0f %.2f %.2f %d\n", rate, p50, p99, errors }'
-}
 load() { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" | summarize; }
 
 # Warm the in-process and Redis caches with the one hot token.
@@ -123,25 +100,24 @@ curl -sf -X POST "http://127.0.0.1:$APP_PORT/token" -H "Authorization: $BENCH_BA
   -d "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token=hot-token-0123456789abcdef&subject_token_type=urn:ietf:params:oauth:token-type:access_token&audience=orders" >/dev/null
 
 read -r base_rate base_p50 base_p99 base_err < <(load "http://127.0.0.1:$APP_PORT/healthz")
-before=$(introspections)
+before=$(introspections "$IDP_PORT")
 read -r hit_rate hit_p50 hit_p99 hit_err < <(load -s bench/exchange.lua "http://127.0.0.1:$APP_PORT/token")
-hit_calls=$(( $(introspections) - before ))
-before=$(introspections)
+hit_calls=$(( $(introspections "$IDP_PORT") - before ))
+before=$(introspections "$IDP_PORT")
 read -r fa_rate fa_p50 fa_p99 fa_err < <(load -s bench/forward_auth.lua "http://127.0.0.1:$APP_PORT/forward-auth")
-fa_calls=$(( $(introspections) - before ))
+fa_calls=$(( $(introspections "$IDP_PORT") - before ))
 # Redis commands of every kind so far, to count what one cold exchange sends.
 redis_calls() { redis-cli -p "$REDIS_PORT" INFO commandstats | awk -F'[:=,]' '/^cmdstat_/ { n += $3 } END { print n + 0 }'; }
 redis_pings() { redis-cli -p "$REDIS_PORT" INFO commandstats | awk -F'[:=,]' '/^cmdstat_ping:/ { n = $3 } END { print n + 0 }'; }
 read -r idp_rate idp_p50 idp_p99 idp_err < <(load -s bench/introspect.lua "http://127.0.0.1:$IDP_PORT/introspect")
 # CPU time of a process (utime + stime, in clock ticks), and per upstream call in µs: what a
 # miss costs, whatever share of the shared cores the process got.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 cpu_per_miss() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
-before=$(introspections); local_cpu=$(cpu_ticks "$LOCAL_PID")
+before=$(introspections "$IDP_PORT"); local_cpu=$(cpu_ticks "$LOCAL_PID")
 read -r local_rate local_p50 local_p99 local_err < <(BENCH_COLD_TAG=local load -s bench/cold.lua "http://127.0.0.1:$LOCAL_PORT/token")
-local_calls=$(( $(introspections) - before ))
+local_calls=$(( $(introspections "$IDP_PORT") - before ))
 local_us=$(cpu_per_miss "$(( $(cpu_ticks "$LOCAL_PID") - local_cpu ))" "$local_calls")
-before=$(introspections); redis_before=$(redis_calls); pings_before=$(redis_pings)
+before=$(introspections "$IDP_PORT"); redis_before=$(redis_calls); pings_before=$(redis_pings)
 app_cpu=$(cpu_ticks "$APP_PID"); redis_cpu=$(cpu_ticks "$REDIS_PID")
 if [ -n "${BENCH_PROFILE:-}" ]; then
   command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
@@ -150,7 +126,7 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
 fi
 read -r cold_rate cold_p50 cold_p99 cold_err < <(BENCH_COLD_TAG=redis load -s bench/cold.lua "http://127.0.0.1:$APP_PORT/token")
 [ -z "${BENCH_PROFILE:-}" ] || wait "$PERF_PID" || true
-cold_calls=$(( $(introspections) - before ))
+cold_calls=$(( $(introspections "$IDP_PORT") - before ))
 cold_us=$(cpu_per_miss "$(( $(cpu_ticks "$APP_PID") - app_cpu ))" "$cold_calls")
 redis_us=$(cpu_per_miss "$(( $(cpu_ticks "$REDIS_PID") - redis_cpu ))" "$cold_calls")
 redis_per_miss=$(awk -v c="$(( $(redis_calls) - redis_before ))" -v n="$cold_calls" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }')
@@ -171,7 +147,7 @@ done
 for port in "${FLEET_PORTS[@]}"; do
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 done
-before=$(introspections)
+before=$(introspections "$IDP_PORT")
 fleet_wrk=()
 fleet_run="$$-$(date +%s)" # one name for the run's tokens, the same for the three wrk processes
 for replica in 0 1 2; do
@@ -181,7 +157,7 @@ for replica in 0 1 2; do
 done
 wait "${fleet_wrk[@]}"
 sleep 1 # answers of the last requests, if any are still on their way to Redis
-fleet_calls=$(( $(introspections) - before ))
+fleet_calls=$(( $(introspections "$IDP_PORT") - before ))
 fleet_sent=$(awk '/^tokens sent:/ { if ($3 > n) n = $3 } END { print n + 0 }' "$WORK"/fleet-?.wrk)
 fleet_distinct=$(( fleet_sent < FLEET_TOKENS ? fleet_sent : FLEET_TOKENS ))
 # A Redis call past cache.redis_timeout makes a replica go on alone for a while (a backoff).
