@@ -1,5 +1,6 @@
-//! One multiplexed connection to Redis, shared by every task: the commands of concurrent
-//! requests travel pipelined on one socket, and nothing is asked of Redis per use (a pool
+//! Multiplexed connections to Redis, one per thread that uses them (up to a few), shared by
+//! that thread's tasks: the commands of concurrent requests travel pipelined on one socket,
+//! driven on the thread that awaits their replies, and nothing is asked of Redis per use (a pool
 //! checks each connection it hands out with a PING, a round trip per call). The connection is
 //! made on first use and made again, through the topology, after it breaks.
 
@@ -86,26 +87,49 @@ impl Writes {
 pub struct SharedConnection {
     connector: Connector,
     config: AsyncConnectionConfig,
-    /// The connection in use and its generation, so that a failure on an old connection never
-    /// throws away the new one.
-    current: Mutex<Option<(u64, Link)>>,
+    /// The connections in use, one per slot, each with its generation, so that a failure on
+    /// an old connection never throws away the new one. A thread keeps to its own slot, so the
+    /// task that drives a connection runs on the thread whose requests use it.
+    slots: Box<[Slot]>,
     /// Held while connecting, so that a burst of requests makes one connection, not one each.
     connecting: tokio::sync::Mutex<u64>,
+}
+
+/// A connection in use and its generation, or none yet.
+type Slot = Mutex<Option<(u64, Link)>>;
+
+/// Enough for the threads of a service (its HTTP workers and its runtime's); threads beyond
+/// them share slots.
+const SLOTS: usize = 8;
+
+/// The slot of the calling thread, handed out in turn on its first call.
+fn slot_of_this_thread() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    }
+    SLOT.with(|slot| *slot)
 }
 
 impl SharedConnection {
     pub fn new(connector: Connector, timeout: Duration) -> Self {
         let config =
             AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
-        Self { connector, config, current: Mutex::new(None), connecting: tokio::sync::Mutex::new(0) }
+        let slots = (0..SLOTS).map(|_| Mutex::new(None)).collect();
+        Self { connector, config, slots, connecting: tokio::sync::Mutex::new(0) }
     }
 
     pub fn connector(&self) -> &Connector {
         &self.connector
     }
 
+    fn slot(&self) -> &Slot {
+        &self.slots[slot_of_this_thread()]
+    }
+
     fn cached(&self) -> Option<(u64, Link)> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.slot().lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     async fn link(&self) -> RedisResult<(u64, Link)> {
@@ -123,22 +147,26 @@ impl SharedConnection {
             }
         };
         *generation += 1;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((*generation, link.clone()));
+        *self.slot().lock().unwrap_or_else(PoisonError::into_inner) = Some((*generation, link.clone()));
         Ok((*generation, link))
     }
 
     /// Drops the connection of `generation` (if it is still the one in use): the next call
     /// makes a new one, through Sentinel to whichever server is the primary by then.
     pub fn forget(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *current = None;
+        for slot in &self.slots {
+            let mut current = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *current = None;
+            }
         }
     }
 
     /// Forgets every connection: after a timeout nobody knows what state it is in.
     pub fn forget_current(&self) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        for slot in &self.slots {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
     }
 
     pub async fn command<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {

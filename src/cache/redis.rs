@@ -39,19 +39,6 @@ pub struct RedisCache {
     skip_until: AtomicI64,
 }
 
-/// KEYS: entry, revocation, lease, and the revocation under the old layout where one can
-/// exist. ARGV: lessee, hold in milliseconds. Answers the entry, the revocations and 1 (lease
-/// granted), 0 (held by another) or -1 (not asked: something was found). One script, so no
-/// replica takes a lease on a token whose verdict has just landed.
-const LOOKUP_OR_LEASE: &str = r#"
-local found = redis.call('MGET', KEYS[1], KEYS[2])
-local legacy = false
-if #KEYS > 3 then legacy = redis.call('GET', KEYS[4]) end
-if found[1] or found[2] or legacy then return {found[1], found[2], legacy, -1} end
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, false, false, 1} end
-return {false, false, false, 0}
-"#;
-
 /// KEYS: lease. ARGV: lessee. Deletes the lease only while `lessee` holds it.
 const RELEASE_LEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -64,8 +51,6 @@ struct Script {
     sha1: std::sync::LazyLock<String>,
 }
 
-static LOOKUP_OR_LEASE_SCRIPT: Script =
-    Script { code: LOOKUP_OR_LEASE, sha1: std::sync::LazyLock::new(|| sha1_of(LOOKUP_OR_LEASE)) };
 static RELEASE_LEASE_SCRIPT: Script =
     Script { code: RELEASE_LEASE, sha1: std::sync::LazyLock::new(|| sha1_of(RELEASE_LEASE)) };
 
@@ -89,6 +74,15 @@ fn decode_entry(raw: Option<Vec<u8>>) -> Option<CacheEntry> {
 /// The later of several recorded revocations, if it is still in force at `now`.
 fn in_force(untils: impl IntoIterator<Item = Option<i64>>, now: UnixTime) -> Option<UnixTime> {
     untils.into_iter().flatten().max().map(UnixTime::from_secs).filter(|until| *until > now)
+}
+
+/// The reply to [`RedisCache::lookup_command`]: an entry, then the recorded revocations.
+fn read_lookup(reply: Vec<Value>, now: UnixTime) -> Result<Lookup, CacheError> {
+    let mut values = reply.into_iter();
+    let entry: Option<Vec<u8>> = redis::from_redis_value(values.next().unwrap_or(Value::Nil)).map_err(unavailable)?;
+    let revocations: Vec<Option<i64>> =
+        values.map(redis::from_redis_value).collect::<Result<_, _>>().map_err(unavailable)?;
+    Ok(Lookup { entry: decode_entry(entry), revoked_until: in_force(revocations, now) })
 }
 
 impl RedisCache {
@@ -137,6 +131,18 @@ impl RedisCache {
     fn exchange_command(token: &TokenKeys, client_id: &str, until: UnixTime, now: UnixTime) -> Cmd {
         let seconds = now.until(until).as_secs().max(1);
         Cmd::set_ex(token.exchanged(client_id), 1, seconds)
+    }
+
+    /// The MGET of a lookup: the entry, the revocation, and the revocation under the old
+    /// layout where one can exist (see [`read_lookup`]).
+    fn lookup_command(&self, key: &CacheKey) -> Cmd {
+        let token = self.keys.token(key.digest());
+        let mut mget = redis::cmd("MGET");
+        mget.arg(token.entry(key.upstream())).arg(token.revoked());
+        if let Some(legacy) = &self.legacy {
+            mget.arg(legacy.revoked(key.digest()));
+        }
+        mget
     }
 
     /// Runs one call within the timeout, skipping Redis during a backoff.
@@ -405,21 +411,14 @@ impl IdentityCache for RedisCache {
 
     /// Entry and revocation in one round trip: they share the token's slot.
     async fn lookup(&self, key: &CacheKey, now: UnixTime) -> Result<Lookup, CacheError> {
-        let token = self.keys.token(key.digest());
-        let mut mget = redis::cmd("MGET");
-        mget.arg(token.entry(key.upstream())).arg(token.revoked());
-        if let Some(legacy) = &self.legacy {
-            mget.arg(legacy.revoked(key.digest()));
-        }
-        let (entry, revoked, legacy_revoked): (Option<Vec<u8>>, Option<i64>, Option<i64>) = if self.legacy.is_some() {
-            self.command("lookup", mget).await?
-        } else {
-            let (entry, revoked) = self.command("lookup", mget).await?;
-            (entry, revoked, None)
-        };
-        Ok(Lookup { entry: decode_entry(entry), revoked_until: in_force([revoked, legacy_revoked], now) })
+        let reply: Vec<Value> = self.command("lookup", self.lookup_command(key)).await?;
+        read_lookup(reply, now)
     }
 
+    /// The lease and the lookup in one pipeline, without a script: a lease is taken first,
+    /// and given back when a verdict turns out to be there. A leader keeps its lease after
+    /// storing its verdict (it expires on its own), so a replica whose lookup misses while a
+    /// leader is storing one still finds the lease held, and waits for that verdict.
     async fn lookup_or_lease(
         &self,
         key: &CacheKey,
@@ -427,18 +426,26 @@ impl IdentityCache for RedisCache {
         hold: Duration,
         now: UnixTime,
     ) -> Result<(Lookup, Lease), CacheError> {
-        let token = self.keys.token(key.digest());
-        let mut keys = vec![token.entry(key.upstream()), token.revoked(), token.lease(key.upstream())];
-        keys.extend(self.legacy.as_ref().map(|legacy| legacy.revoked(key.digest())));
-        let args = [lessee.to_owned(), hold_millis(hold).to_string()];
-        let (entry, revoked, legacy_revoked, leased): (Option<Vec<u8>>, Option<i64>, Option<i64>, i64) =
-            self.script("lookup_or_lease", &LOOKUP_OR_LEASE_SCRIPT, &keys, &args).await?;
-        let lease = match leased {
-            1 => Lease::Granted,
-            0 => Lease::HeldElsewhere,
-            _ => Lease::NotAsked,
+        let lease = self.keys.token(key.digest()).lease(key.upstream());
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(lease).arg(lessee).arg("NX").arg("PX").arg(hold_millis(hold));
+        pipe.add_command(self.lookup_command(key));
+        let (granted, reply): (Option<String>, Vec<Value>) =
+            self.run("lookup_or_lease", self.connection.pipeline(&pipe)).await?;
+        let lookup = read_lookup(reply, now)?;
+        let settled =
+            lookup.revoked_until.is_some() || lookup.entry.as_ref().is_some_and(|entry| entry.is_usable_at(now));
+        let lease = match (granted.is_some(), settled) {
+            (true, false) => Lease::Granted,
+            (true, true) => {
+                // A lease not given back expires on its own; the verdict found still stands.
+                let _ = self.release_lease(key, lessee).await;
+                Lease::NotAsked
+            }
+            (false, true) => Lease::NotAsked,
+            (false, false) => Lease::HeldElsewhere,
         };
-        Ok((Lookup { entry: decode_entry(entry), revoked_until: in_force([revoked, legacy_revoked], now) }, lease))
+        Ok((lookup, lease))
     }
 
     async fn take_lease(&self, key: &CacheKey, lessee: &str, hold: Duration) -> Result<Lease, CacheError> {

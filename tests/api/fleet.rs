@@ -246,18 +246,19 @@ async fn real_pause(duration: Duration) {
 }
 
 #[tokio::test]
-async fn a_redis_that_forgot_the_lookup_script_is_sent_it_again_without_an_error() {
+async fn a_redis_that_forgot_the_release_script_is_sent_it_again_without_an_error() {
     let idp = FakeIdp::start().await;
     let apps = replicas(&idp, 1).await;
-    idp.introspection_active("script-token-1", apps[0].now() + 600).await;
-    idp.introspection_active("script-token-2", apps[0].now() + 600).await;
-    assert_eq!(apps[0].exchange_opaque("script-token-1", &[]).await.status(), 200);
+    idp.introspection_answers("script-token", ResponseTemplate::new(503)).await;
     let mut redis = redis_connection().await;
     let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis).await.unwrap();
 
-    assert_eq!(apps[0].exchange_opaque("script-token-2", &[]).await.status(), 200);
+    // The upstream fails, so the leader gives its lease back through the script.
+    assert_eq!(apps[0].exchange_opaque("script-token", &[]).await.status(), 503);
 
     let metrics = apps[0].metrics().await;
     assert_eq!(metrics.total("token_exchange_redis_errors_total"), 0.0, "NOSCRIPT is not a Redis failure");
-    assert_eq!(idp.introspections().await, 2);
+    let lease = lease_key(apps[0].redis_prefix(), "opaque", "script-token");
+    let held: bool = redis::cmd("EXISTS").arg(&lease).query_async(&mut redis).await.unwrap();
+    assert!(!held, "the lease was given back");
 }
