@@ -20,6 +20,7 @@ pub mod keys;
 pub(crate) mod live;
 pub mod metrics;
 pub(crate) mod oauth;
+pub(crate) mod per_thread;
 pub mod rate_limit;
 pub(crate) mod report;
 pub mod startup;

@@ -14,6 +14,7 @@ use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, PushInfo, Push
 use tokio::sync::mpsc;
 
 use super::topology::Connector;
+use crate::per_thread::PerThread;
 
 /// A connection of any topology; cloning it shares the socket(s).
 #[derive(Clone)]
@@ -90,7 +91,7 @@ pub struct SharedConnection {
     /// The connections in use, one per slot, each with its generation, so that a failure on
     /// an old connection never throws away the new one. A thread keeps to its own slot, so the
     /// task that drives a connection runs on the thread whose requests use it.
-    slots: Box<[Slot]>,
+    slots: PerThread<Slot>,
     /// Held while connecting, so that a burst of requests makes one connection, not one each.
     connecting: tokio::sync::Mutex<u64>,
 }
@@ -98,25 +99,11 @@ pub struct SharedConnection {
 /// A connection in use and its generation, or none yet.
 type Slot = Mutex<Option<(u64, Link)>>;
 
-/// Enough for the threads of a service (its HTTP workers and its runtime's); threads beyond
-/// them share slots.
-const SLOTS: usize = 8;
-
-/// The slot of the calling thread, handed out in turn on its first call.
-fn slot_of_this_thread() -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
-    }
-    SLOT.with(|slot| *slot)
-}
-
 impl SharedConnection {
     pub fn new(connector: Connector, timeout: Duration) -> Self {
         let config =
             AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
-        let slots = (0..SLOTS).map(|_| Mutex::new(None)).collect();
+        let slots = PerThread::new(|_| Mutex::new(None));
         Self { connector, config, slots, connecting: tokio::sync::Mutex::new(0) }
     }
 
@@ -125,7 +112,7 @@ impl SharedConnection {
     }
 
     fn slot(&self) -> &Slot {
-        &self.slots[slot_of_this_thread()]
+        self.slots.get()
     }
 
     fn cached(&self) -> Option<(u64, Link)> {
@@ -154,7 +141,7 @@ impl SharedConnection {
     /// Drops the connection of `generation` (if it is still the one in use): the next call
     /// makes a new one, through Sentinel to whichever server is the primary by then.
     pub fn forget(&self, generation: u64) {
-        for slot in &self.slots {
+        for slot in self.slots.all() {
             let mut current = slot.lock().unwrap_or_else(PoisonError::into_inner);
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *current = None;
@@ -164,7 +151,7 @@ impl SharedConnection {
 
     /// Forgets every connection: after a timeout nobody knows what state it is in.
     pub fn forget_current(&self) {
-        for slot in &self.slots {
+        for slot in self.slots.all() {
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }

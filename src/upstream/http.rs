@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -6,6 +7,7 @@ use serde::de::DeserializeOwned;
 use super::UpstreamHttpSettings;
 use crate::clock::{SharedClock, Stopwatch, UnixTime};
 use crate::metrics::Metrics;
+use crate::per_thread::PerThread;
 use crate::vocabulary::ValidationError;
 
 /// Why an upstream HTTP exchange failed, sorted by what the caller should do about it.
@@ -75,10 +77,12 @@ pub struct UpstreamCall<'a> {
     pub kind: &'static str,
 }
 
-/// The one HTTP client for every upstream: bounded time, bounded body, no redirects.
+/// The one HTTP client for every upstream: bounded time, bounded body, no redirects. Each
+/// thread has a connection pool of its own, so a connection's task runs on the worker that
+/// awaits its answers.
 #[derive(Clone)]
 pub struct UpstreamHttp {
-    client: reqwest::Client,
+    clients: Arc<PerThread<reqwest::Client>>,
     max_response_bytes: usize,
     metrics: Metrics,
     /// For `X-RateLimit-Reset`, an instant rather than a wait.
@@ -87,18 +91,22 @@ pub struct UpstreamHttp {
 
 impl UpstreamHttp {
     pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics, clock: SharedClock) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Self { client, max_response_bytes: settings.max_response_bytes, metrics, clock })
+        let client = || {
+            reqwest::Client::builder()
+                .connect_timeout(settings.connect_timeout)
+                .timeout(settings.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+        };
+        let clients = PerThread::try_new(|_| client())?;
+        Ok(Self { clients: Arc::new(clients), max_response_bytes: settings.max_response_bytes, metrics, clock })
     }
 
+    /// The calling thread's client.
     pub fn client(&self) -> &reqwest::Client {
-        &self.client
+        self.clients.get()
     }
 
     /// Sends `request` and decodes a 2xx JSON body of at most the configured size, recording
