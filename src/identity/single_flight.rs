@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OnceCell;
@@ -20,7 +21,11 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> SingleFlight<K, V
     /// The value `load` produces for `key`, or the one a call already under way for `key`
     /// produces; and whether this call ran `load`. A leader that is dropped before it finishes
     /// (its request went away) hands the flight to one of the waiters.
-    pub async fn run(&self, key: &K, load: impl Future<Output = V>) -> (V, bool) {
+    ///
+    /// `load` comes boxed: a load is the slow, rare path, and held inline it would sit twice
+    /// in this future and so in every caller's, which actix copies into the heap on every
+    /// request, cache hits included.
+    pub async fn run<F: Future<Output = V>>(&self, key: &K, load: Pin<Box<F>>) -> (V, bool) {
         let flight = Arc::clone(self.lock().entry(key.clone()).or_default());
         let _landing = Landing { flights: self, key, flight: &flight };
         let mut led = false;
@@ -80,7 +85,7 @@ mod tests {
             Ok(7)
         };
 
-        let answers = futures_util::future::join_all((0..10).map(|_| flights.run(&"token", load()))).await;
+        let answers = futures_util::future::join_all((0..10).map(|_| flights.run(&"token", Box::pin(load())))).await;
 
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         assert!(answers.iter().all(|(value, _)| *value == Ok(7)));
@@ -95,8 +100,8 @@ mod tests {
             Err::<u32, _>("upstream down".to_owned())
         };
 
-        let answers = futures_util::future::join_all((0..3).map(|_| flights.run(&"token", failing()))).await;
-        let (later, led) = flights.run(&"token", async { Ok(1) }).await;
+        let answers = futures_util::future::join_all((0..3).map(|_| flights.run(&"token", Box::pin(failing())))).await;
+        let (later, led) = flights.run(&"token", Box::pin(async { Ok(1) })).await;
 
         assert!(answers.iter().all(|(value, _)| value.is_err()));
         assert_eq!((later, led), (Ok(1), true));
@@ -107,14 +112,17 @@ mod tests {
         let flights = Flights::new();
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let loads = AtomicUsize::new(0);
-        let leader = flights.run(&"token", async {
-            loads.fetch_add(1, Ordering::SeqCst);
-            let _ = released.await;
-            Ok(3)
-        });
+        let leader = flights.run(
+            &"token",
+            Box::pin(async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                let _ = released.await;
+                Ok(3)
+            }),
+        );
         let impatient = async {
             tokio::task::yield_now().await;
-            let waiting = flights.run(&"token", async { Ok(0) });
+            let waiting = flights.run(&"token", Box::pin(async { Ok(0) }));
             // Polled once, so it joins the flight, then dropped.
             let _ = futures_util::poll!(Box::pin(waiting));
         };
@@ -122,7 +130,7 @@ mod tests {
             for _ in 0..3 {
                 tokio::task::yield_now().await;
             }
-            let answer = flights.run(&"token", async { Ok(4) });
+            let answer = flights.run(&"token", Box::pin(async { Ok(4) }));
             let _ = release.send(());
             answer.await
         };
@@ -136,11 +144,11 @@ mod tests {
     #[tokio::test]
     async fn a_leader_that_goes_away_hands_the_flight_to_a_waiter() {
         let flights = Flights::new();
-        let abandoned = flights.run(&"token", std::future::pending());
+        let abandoned = flights.run(&"token", Box::pin(std::future::pending()));
         let gone = tokio::time::timeout(Duration::from_millis(10), abandoned);
         let waiter = async {
             tokio::task::yield_now().await;
-            flights.run(&"token", async { Ok(2) }).await
+            flights.run(&"token", Box::pin(async { Ok(2) })).await
         };
 
         let (timed_out, (value, led)) = tokio::join!(gone, waiter);
