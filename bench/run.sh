@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: cache-hit exchanges against a bare endpoint of the same server, and cold
 # exchanges with Redis as L2 against cold exchanges with the in-process cache alone and
-# against the fake upstream's own rate, and three replicas on one Redis sharing one upstream
+# against the fake upstream's own rate and its rate through a bare nginx proxy (the ceiling of
+# anything that makes one upstream call per request here), and three replicas on one Redis sharing one upstream
 # call per token, all measured in one run.
 #   bench/run.sh [seconds-per-phase] [connections]
 #   BENCH_REUSE_MINTED=false bench/run.sh   signs every token (no minted-token reuse)
@@ -81,16 +82,19 @@ for _ in $(seq 1 100); do
 done
 
 # nginx in front of an echo backend, once directly and once asking us first (the example).
-GATEWAY_PORT=18082; BACKEND_PORT=18083; DIRECT_PORT=18084; CACHED_PORT=18085
+GATEWAY_PORT=18082; BACKEND_PORT=18083; DIRECT_PORT=18084; CACHED_PORT=18085; PROXY_PORT=18087
 render() {
   sed -e "s#{{AUTH_PORT}}#$APP_PORT#g; s#{{BACKEND_PORT}}#$BACKEND_PORT#g; s#{{LISTEN_PORT}}#$GATEWAY_PORT#g" \
+      -e "s#{{IDP_PORT}}#$IDP_PORT#g; s#{{PROXY_PORT}}#$PROXY_PORT#g" \
       -e "s#{{CACHED_LISTEN_PORT}}#$CACHED_PORT#g; s#{{CACHE_DIR}}#$2/cache#g; s#{{DIRECT_PORT}}#$DIRECT_PORT#g" \
       -e "s#^\(\s*\)access_log /dev/stdout;#\1access_log off;#" "$1" > "$2/nginx.conf"
 }
-for site in echo gateway; do mkdir -p "$WORK/$site"; done
+# And nginx as a bare proxy to the fake upstream, the ceiling of the cold phases.
+for site in echo gateway proxy; do mkdir -p "$WORK/$site"; done
 render bench/nginx-echo.conf "$WORK/echo"
 render examples/nginx/nginx.conf "$WORK/gateway"
-for site in echo gateway; do
+render bench/nginx-proxy.conf "$WORK/proxy"
+for site in echo gateway proxy; do
   "$NGINX" -p "$WORK/$site" -e "$WORK/$site/error.log" -c "$WORK/$site/nginx.conf" -g "daemon off; pid $WORK/$site/nginx.pid;" &
 done
 
@@ -145,13 +149,24 @@ cold_redis() {
   redis_sent=$(( redis_sent + $(redis_calls) - sent )); pings_sent=$(( pings_sent + $(redis_pings) - pings ))
   cold_rates+=("$rate"); cold_p50=$p50; cold_p99=$p99; cold_err=$(( ${cold_err:-0} + err ))
 }
+# (p), the ceiling: the fake upstream through nginx and nothing else, in every round as well.
+proxy_rates=(); cold_ceiling=(); local_ceiling=()
+cold_proxy() {
+  local rate p50 p99 err
+  read -r rate p50 p99 err < <(load -s bench/introspect.lua "http://127.0.0.1:$PROXY_PORT/introspect")
+  proxy_rates+=("$rate"); proxy_p50=$p50; proxy_p99=$p99; proxy_err=$(( ${proxy_err:-0} + err ))
+}
 for round in $(seq 1 "$COLD_ROUNDS"); do
-  if (( round % 2 )); then cold_local "$round"; cold_redis "$round"; else cold_redis "$round"; cold_local "$round"; fi
+  if (( round % 2 )); then cold_proxy; cold_local "$round"; cold_redis "$round"
+  else cold_redis "$round"; cold_local "$round"; cold_proxy; fi
   round_ratios+=("$(ratio "${cold_rates[-1]}" "${local_rates[-1]}")")
+  cold_ceiling+=("$(ratio "${cold_rates[-1]}" "${proxy_rates[-1]}")")
+  local_ceiling+=("$(ratio "${local_rates[-1]}" "${proxy_rates[-1]}")")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 local_rate=$(median "${local_rates[@]}"); cold_rate=$(median "${cold_rates[@]}")
 cold_ratio=$(median "${round_ratios[@]}")
+proxy_rate=$(median "${proxy_rates[@]}")
 local_us=$(cpu_per_miss "$local_cpu" "$local_calls")
 cold_us=$(cpu_per_miss "$app_cpu" "$cold_calls")
 redis_us=$(cpu_per_miss "$redis_cpu" "$cold_calls")
@@ -206,6 +221,8 @@ printf '%-44s %10s %9s %9s %8s %s\n' "(c) cold exchange, Redis L2" "$cold_rate" 
 printf '%-44s %10s %9s %9s %8s %s\n' "(l) cold exchange, in-process cache only" "$local_rate" "$local_p50" "$local_p99" "$local_err" \
   "$(ratio "$local_rate" "$idp_rate") of upstream rate; upstream calls: $local_calls; CPU/miss: ours $local_us µs"
 printf '%-44s %10s %9s %9s %8s %s\n' "    fake upstream introspection, direct" "$idp_rate" "$idp_p50" "$idp_p99" "$idp_err" ""
+printf '%-44s %10s %9s %9s %8s %s\n' "(p) fake upstream through nginx, bare proxy" "$proxy_rate" "$proxy_p50" "$proxy_p99" "$proxy_err" \
+  "$(ratio "$proxy_rate" "$idp_rate") of upstream rate: the ceiling; (c) $(median "${cold_ceiling[@]}") of it (rounds: ${cold_ceiling[*]}), (l) $(median "${local_ceiling[@]}") (rounds: ${local_ceiling[*]})"
 printf '%-44s %10s %9s %9s %8s %s\n' "(n) nginx -> echo, no decision" "$direct_rate" "$direct_p50" "$direct_p99" "$direct_err" "1.00"
 printf '%-44s %10s %9s %9s %8s %s\n' "(g) nginx -> forward-auth -> echo" "$gw_rate" "$gw_p50" "$gw_p99" "$gw_err" \
   "$(ratio "$gw_rate" "$direct_rate") of nginx -> echo"
