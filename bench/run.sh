@@ -2,8 +2,8 @@
 # Benchmark: cache-hit exchanges against a bare endpoint of the same server, and cold
 # exchanges with Redis as L2 against cold exchanges with the in-process cache alone and
 # against the fake upstream's own rate and its rate through a bare nginx proxy (the ceiling of
-# anything that makes one upstream call per request here), and three replicas on one Redis sharing one upstream
-# call per token, all measured in one run.
+# anything that makes one upstream call per request here), and three replicas on one Redis
+# sharing one upstream call per token, all measured in one run.
 #   bench/run.sh [seconds-per-phase] [connections]
 #   BENCH_REUSE_MINTED=false bench/run.sh   signs every token (no minted-token reuse)
 #   BENCH_COLD_ROUNDS=n bench/run.sh   rounds of the two cold phases, alternating (default 3)
@@ -123,7 +123,7 @@ cpu_per_miss() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { pri
 # (l), ...), and the ratio reported is the median of the rounds' ratios: on a shared 2-core VM one
 # pair of phases varies by ±0.15 from run to run. Rates, CPU and Redis commands are over all rounds.
 COLD_ROUNDS=${BENCH_COLD_ROUNDS:-3}
-local_rates=(); cold_rates=(); round_ratios=()
+local_rates=(); cold_rates=()
 local_calls=0; local_cpu=0; cold_calls=0; app_cpu=0; redis_cpu=0; redis_sent=0; pings_sent=0
 cold_local() {
   local before cpu rate p50 p99 err
@@ -150,20 +150,22 @@ cold_redis() {
   cold_rates+=("$rate"); cold_p50=$p50; cold_p99=$p99; cold_err=$(( ${cold_err:-0} + err ))
 }
 # (p), the ceiling: the fake upstream through nginx and nothing else, in every round as well.
-proxy_rates=(); cold_ceiling=(); local_ceiling=()
-cold_proxy() {
+proxy_rates=()
+ceiling_proxy() {
   local rate p50 p99 err
   read -r rate p50 p99 err < <(load -s bench/introspect.lua "http://127.0.0.1:$PROXY_PORT/introspect")
   proxy_rates+=("$rate"); proxy_p50=$p50; proxy_p99=$p99; proxy_err=$(( ${proxy_err:-0} + err ))
 }
 for round in $(seq 1 "$COLD_ROUNDS"); do
-  if (( round % 2 )); then cold_proxy; cold_local "$round"; cold_redis "$round"
-  else cold_redis "$round"; cold_local "$round"; cold_proxy; fi
-  round_ratios+=("$(ratio "${cold_rates[-1]}" "${local_rates[-1]}")")
-  cold_ceiling+=("$(ratio "${cold_rates[-1]}" "${proxy_rates[-1]}")")
-  local_ceiling+=("$(ratio "${local_rates[-1]}" "${proxy_rates[-1]}")")
+  if (( round % 2 )); then ceiling_proxy; cold_local "$round"; cold_redis "$round"
+  else cold_redis "$round"; cold_local "$round"; ceiling_proxy; fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+# The ratio of two phases' rates in each round, in round order: per_round a_rates b_rates.
+per_round() { local -n a=$1 b=$2; local i; for i in "${!a[@]}"; do ratio "${a[$i]}" "${b[$i]}"; echo; done; }
+mapfile -t round_ratios < <(per_round cold_rates local_rates)
+mapfile -t cold_ceiling < <(per_round cold_rates proxy_rates)
+mapfile -t local_ceiling < <(per_round local_rates proxy_rates)
 local_rate=$(median "${local_rates[@]}"); cold_rate=$(median "${cold_rates[@]}")
 cold_ratio=$(median "${round_ratios[@]}")
 proxy_rate=$(median "${proxy_rates[@]}")
