@@ -43,8 +43,15 @@ impl RedisKeys {
         format!("{}:v1:claim:{key}", self.prefix)
     }
 
-    /// The entry keys of one subject, for purges: written beside an entry, in another slot.
+    /// The entry keys of one subject, for purges, each scored by the Unix second its entry
+    /// expires: written beside an entry, in another slot, and pruned of the dead as it is.
     pub fn subject(&self, subject_digest_hex: &str) -> String {
+        format!("{}:v2:subject:{subject_digest_hex}", self.prefix)
+    }
+
+    /// The same index as a plain set, before it was scored: nothing pruned it, so it grew for
+    /// as long as its subject kept missing. Still read by purges until it expires.
+    pub fn unscored_subject(&self, subject_digest_hex: &str) -> String {
         format!("{}:v2:sub:{subject_digest_hex}", self.prefix)
     }
 

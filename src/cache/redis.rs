@@ -118,13 +118,26 @@ impl RedisCache {
         }
         let value = serde_json::to_vec(entry).map_err(unavailable)?;
         let redis_key = token.entry(key.upstream());
-        let mut index_commands = Vec::new();
-        if let Some(identity) = entry.identity() {
-            let index = self.keys.subject(&subject_digest(&identity.subject));
-            index_commands.push(Cmd::sadd(&index, &redis_key));
-            index_commands.push(Cmd::expire(index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)));
-        }
+        let index_commands = match entry.identity() {
+            Some(identity) => {
+                self.index_commands(&subject_digest(&identity.subject), &redis_key, now + Duration::from_secs(ttl), now)
+            }
+            None => Vec::new(),
+        };
         Ok(Some((Cmd::set_ex(redis_key, value, ttl), index_commands)))
+    }
+
+    /// Adds `redis_key`, alive until `expires`, to its subject's index, and drops the keys
+    /// that are dead by `now`: a subject that keeps missing (a service account with
+    /// short-lived tokens) holds as many keys as it has live entries, not one per token ever
+    /// seen.
+    fn index_commands(&self, subject: &str, redis_key: &str, expires: UnixTime, now: UnixTime) -> Vec<Cmd> {
+        let index = self.keys.subject(subject);
+        vec![
+            Cmd::zadd(&index, redis_key, expires.as_secs()),
+            Cmd::zrembyscore(&index, "-inf", now.as_secs()),
+            Cmd::expire(index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)),
+        ]
     }
 
     /// The record that `client_id` exchanged the token, until `until`.
@@ -496,8 +509,12 @@ impl IdentityCache for RedisCache {
 
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
         let digest = subject_digest(subject);
-        let index = self.keys.subject(&digest);
-        let members: Vec<String> = self.command("purge", Cmd::smembers(&index)).await?;
+        let (index, unscored) = (self.keys.subject(&digest), self.keys.unscored_subject(&digest));
+        let now = self.clock.now().as_secs();
+        let mut members: Vec<String> = self.command("purge", Cmd::zrangebyscore(&index, now, "+inf")).await?;
+        let older: Vec<String> = self.command("purge", Cmd::smembers(&unscored)).await?;
+        let older: Vec<String> = older.into_iter().filter(|key| !members.contains(key)).collect();
+        members.extend(older);
         let mut doomed = Vec::new();
         if !members.is_empty() {
             let entries: Vec<Option<Vec<u8>>> = self.command("purge", Cmd::mget(&members)).await?;
@@ -511,7 +528,9 @@ impl IdentityCache for RedisCache {
             let () = self.command("purge", Cmd::del(&doomed)).await?;
         }
         if issuer.is_none() {
-            let () = self.command("purge", Cmd::del(&index)).await?;
+            let () = self.command("purge", Cmd::del(&[index, unscored])).await?;
+        } else if !doomed.is_empty() {
+            let () = self.command("purge", Cmd::zrem(&index, &doomed)).await?;
         }
         Ok(u64::try_from(doomed.len()).unwrap_or(u64::MAX))
     }

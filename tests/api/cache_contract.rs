@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use token_exchange::cache::{CacheEntry, CacheKey, IdentityCache, MemoryCache, RedisCache};
+use token_exchange::cache::{
+    CacheEntry, CacheKey, IdentityCache, MemoryCache, RedisCache, RedisKeys, RedisSettings, subject_digest,
+};
 use token_exchange::clock::{FixedClock, UnixTime};
 use token_exchange::metrics::Metrics;
 use token_exchange::vocabulary::{SubjectToken, ValidatedIdentity};
@@ -144,4 +146,53 @@ async fn a_one_time_claim_is_granted_once() {
         assert!(cache.claim_once("jti-1", NOW + secs(60), NOW).await.unwrap(), "{name}");
         assert!(!cache.claim_once("jti-1", NOW + secs(60), NOW).await.unwrap(), "{name}");
     }
+}
+
+/// Redis alone keeps an index of a subject's entries (for purges); it must not grow with
+/// every token the subject ever had, only with those still alive.
+#[tokio::test]
+async fn a_subjects_index_in_redis_holds_only_its_live_entries() {
+    use redis::AsyncCommands as _;
+    let prefix = random_prefix();
+    let cache = RedisCache::new(
+        &RedisSettings::standalone(&redis_url(), &prefix),
+        Arc::new(FixedClock::at(NOW.as_secs())),
+        Metrics::new(),
+    )
+    .unwrap();
+    let carol = identity("carol", "https://idp");
+    for token in ["c1", "c2", "c3"] {
+        cache.put(&key(token), &CacheEntry::valid(carol.clone(), NOW + secs(60)), NOW).await.unwrap();
+    }
+    // Two minutes on, those three are dead; a new token of the same subject arrives.
+    let later = NOW + secs(120);
+    cache.put(&key("c4"), &CacheEntry::valid(carol, later + secs(60)), later).await.unwrap();
+
+    let index = RedisKeys::new(&prefix).subject(&subject_digest("carol"));
+    let listed: Vec<String> = redis_connection().await.zrange(&index, 0, -1).await.unwrap();
+    assert_eq!(listed, vec![redis_entry_key(&prefix, "idp", "c4")]);
+}
+
+/// A replica of the version before the scored index listed entries in a plain set; a purge
+/// during a rolling upgrade still finds them.
+#[tokio::test]
+async fn a_purge_finds_the_entries_listed_by_replicas_of_the_previous_version() {
+    use redis::AsyncCommands as _;
+    let prefix = random_prefix();
+    let cache = RedisCache::new(
+        &RedisSettings::standalone(&redis_url(), &prefix),
+        Arc::new(FixedClock::at(NOW.as_secs())),
+        Metrics::new(),
+    )
+    .unwrap();
+    cache.put(&key("d1"), &CacheEntry::valid(identity("dave", "https://idp"), NOW + secs(60)), NOW).await.unwrap();
+    let keys = RedisKeys::new(&prefix);
+    let (scored, unscored) = (keys.subject(&subject_digest("dave")), keys.unscored_subject(&subject_digest("dave")));
+    let mut redis = redis_connection().await;
+    let () = redis.del(&scored).await.unwrap();
+    let () = redis.sadd(&unscored, redis_entry_key(&prefix, "idp", "d1")).await.unwrap();
+
+    assert_eq!(cache.remove_subject(None, "dave").await.unwrap(), 1);
+    assert_eq!(cache.get(&key("d1")).await.unwrap(), None);
+    assert!(!redis.exists::<_, bool>(&unscored).await.unwrap(), "the old index goes with the purge");
 }

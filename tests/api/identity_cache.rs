@@ -195,6 +195,7 @@ async fn no_raw_token_appears_in_redis_keys_or_values() {
         let value: Value = match redis.key_type::<_, String>(&key).await.unwrap().as_str() {
             "string" => Value::String(redis.get(&key).await.unwrap()),
             "set" => json!(redis.smembers::<_, Vec<String>>(&key).await.unwrap()),
+            "zset" => json!(redis.zrange::<_, Vec<String>>(&key, 0, -1).await.unwrap()),
             // Expired since the scan (a single-flight lease lives seconds).
             "none" => continue,
             other => panic!("unexpected Redis type {other}"),
