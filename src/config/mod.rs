@@ -406,4 +406,42 @@ mod tests {
 
         assert!(refusal.contains("cache.max_bytes"), "{refusal}");
     }
+
+    fn refusal(toml: &str) -> String {
+        load(toml).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn upstream_requests_follow_the_environments_proxy_settings_unless_told_otherwise() -> Result<(), ConfigError> {
+        use crate::upstream::Egress;
+        assert_eq!(load("")?.upstream_http.egress(), Ok(Egress::Environment));
+        assert_eq!(load("[upstream_http]\nproxy = \"direct\"\n")?.upstream_http.egress(), Ok(Egress::Direct));
+        let through = load("[upstream_http]\nproxy = \"http://egress.internal:3128\"\nno_proxy = [\".corp\"]\n")?;
+        assert!(matches!(through.upstream_http.egress(), Ok(Egress::Proxy(url)) if url.port() == Some(3128)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_proxy_that_is_not_an_http_proxys_url_is_refused_naming_the_key() {
+        for proxy in ["egress.internal:3128", "socks5://egress.internal:1080", "http://egress.internal:3128/path"] {
+            let refused = refusal(&format!("[upstream_http]\nproxy = \"{proxy}\"\n"));
+            assert!(refused.contains("upstream_http.proxy"), "{proxy}: {refused}");
+        }
+    }
+
+    #[test]
+    fn no_proxy_without_a_proxy_is_refused_as_it_would_do_nothing() {
+        let refused = refusal("[upstream_http]\nno_proxy = [\"idp.internal\"]\n");
+
+        assert!(refused.contains("upstream_http.no_proxy"), "{refused}");
+    }
+
+    #[test]
+    fn a_proxys_credentials_never_reach_the_log_line_that_names_it() -> Result<(), ConfigError> {
+        let settings = load("[upstream_http]\nproxy = \"http://user:s3cret@egress.internal:3128\"\n")?;
+        let named = settings.upstream_http.egress().map(|egress| egress.to_string()).unwrap_or_default();
+
+        assert_eq!(named, "http://egress.internal:3128");
+        Ok(())
+    }
 }

@@ -9,8 +9,8 @@ use super::{ConfigError, InvalidSetting, Settings, UpstreamSettings};
 use crate::cache::RedisTopology;
 use crate::keys::JWKS_MAX_AGE;
 // Tokens and client secrets cross these connections: TLS, except to this very machine.
-use crate::upstream::AnswerFormat;
 use crate::upstream::is_secure_endpoint as is_secure;
+use crate::upstream::{AnswerFormat, Egress};
 
 /// Below this the in-process caches hold a few thousand identities at most: a typo, not a plan.
 const MIN_CACHE_BYTES: u64 = 1024 * 1024;
@@ -80,6 +80,14 @@ impl Settings {
         }
         if self.upstream_http.connect_timeout.is_zero() {
             fail("upstream_http.connect_timeout".into(), "must be greater than zero");
+        }
+        match self.upstream_http.egress() {
+            Err(problem) => fail("upstream_http.proxy".into(), &problem),
+            Ok(Egress::Proxy(_)) => {}
+            Ok(_) if !self.upstream_http.no_proxy.is_empty() => {
+                fail("upstream_http.no_proxy".into(), "applies to a proxy named in upstream_http.proxy only");
+            }
+            Ok(_) => {}
         }
         if self.cache.max_ttl.is_zero() {
             fail("cache.max_ttl".into(), "must be greater than zero");

@@ -4,7 +4,7 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
-use super::UpstreamHttpSettings;
+use super::{Egress, UpstreamHttpSettings};
 use crate::clock::{SharedClock, Stopwatch, UnixTime};
 use crate::metrics::Metrics;
 use crate::per_thread::PerThread;
@@ -70,6 +70,15 @@ impl std::fmt::Display for UnavailableReason {
     }
 }
 
+/// Why the upstream HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    #[error("upstream_http.proxy {0}")]
+    Proxy(String),
+    #[error(transparent)]
+    Client(#[from] reqwest::Error),
+}
+
 /// Which upstream a call goes to and what for; labels its metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamCall<'a> {
@@ -90,15 +99,25 @@ pub struct UpstreamHttp {
 }
 
 impl UpstreamHttp {
-    pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics, clock: SharedClock) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics, clock: SharedClock) -> Result<Self, HttpSetupError> {
+        let egress = settings.egress().map_err(HttpSetupError::Proxy)?;
+        tracing::info!(%egress, "how upstream requests leave the network");
         let client = || {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .connect_timeout(settings.connect_timeout)
                 .timeout(settings.timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
+                .pool_idle_timeout(Duration::from_secs(60));
+            let builder = match &egress {
+                Egress::Environment => builder,
+                Egress::Direct => builder.no_proxy(),
+                Egress::Proxy(url) => {
+                    let except = reqwest::NoProxy::from_string(&settings.no_proxy.join(","));
+                    builder.proxy(reqwest::Proxy::all(url.as_str())?.no_proxy(except))
+                }
+            };
+            builder.build()
         };
         let clients = PerThread::try_new(|_| client())?;
         Ok(Self { clients: Arc::new(clients), max_response_bytes: settings.max_response_bytes, metrics, clock })

@@ -20,5 +20,5 @@ pub use jwt::{JwtUpstream, unverified_claims};
 pub use metadata::{MetadataCache, is_secure_endpoint};
 pub use opaque::OpaqueUpstream;
 pub use settings::{
-    AnswerFormat, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings,
+    AnswerFormat, Egress, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings,
 };

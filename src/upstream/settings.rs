@@ -172,6 +172,11 @@ pub struct UpstreamHttpSettings {
     #[serde(with = "crate::clock::written")]
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    /// How upstream requests leave the network: `"environment"`, `"direct"` or a proxy's URL
+    /// (see [`Egress`]).
+    pub proxy: String,
+    /// Hosts a configured proxy is not used for (`NO_PROXY` syntax, one entry each).
+    pub no_proxy: Vec<String>,
 }
 
 impl Default for UpstreamHttpSettings {
@@ -180,6 +185,57 @@ impl Default for UpstreamHttpSettings {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
             max_response_bytes: 1024 * 1024,
+            proxy: "environment".into(),
+            no_proxy: Vec::new(),
+        }
+    }
+}
+
+/// How upstream requests leave the network: egress through a forward proxy is the rule in
+/// many production networks, and an identity provider is usually outside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Egress {
+    /// Through the proxies that `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` name,
+    /// if the environment names any, as most tools do.
+    Environment,
+    /// Straight to every upstream, whatever the environment says.
+    Direct,
+    /// Through the HTTP(S) proxy at this URL (with its credentials, if it has any), except for
+    /// the hosts of `no_proxy`.
+    Proxy(url::Url),
+}
+
+impl UpstreamHttpSettings {
+    /// `proxy`, parsed; the error says what is wrong with it.
+    pub fn egress(&self) -> Result<Egress, String> {
+        match self.proxy.trim() {
+            "environment" => Ok(Egress::Environment),
+            "direct" => Ok(Egress::Direct),
+            text => {
+                let url = url::Url::parse(text)
+                    .map_err(|e| format!("must be \"environment\", \"direct\" or a proxy's URL ({e})"))?;
+                if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+                    return Err("a proxy's URL must be http:// or https:// and name a host".into());
+                }
+                if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+                    return Err("a proxy's URL names a host and port, no path".into());
+                }
+                Ok(Egress::Proxy(url))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Egress {
+    /// For logs: a proxy's credentials are left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Environment => f.write_str("the environment's proxy settings"),
+            Self::Direct => f.write_str("direct"),
+            Self::Proxy(url) => {
+                let (host, port) = (url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0));
+                write!(f, "{}://{host}:{port}", url.scheme())
+            }
         }
     }
 }

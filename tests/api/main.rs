@@ -13,6 +13,7 @@ mod dashboards;
 mod demo;
 mod discovery;
 mod e2e;
+mod egress;
 mod fleet;
 mod forward_auth;
 mod hardening_clients;

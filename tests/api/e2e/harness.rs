@@ -123,7 +123,7 @@ impl Proxy {
 
 /// `$variable` when set, else `target/test-venv/bin/NAME` (where `scripts/test` installs the
 /// PyPI-packaged proxies), else the first `NAME` on the `PATH` or in `/usr/sbin`.
-fn find_binary(variable: &str, name: &str) -> PathBuf {
+pub fn find_binary(variable: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(variable) {
         return path.into();
     }

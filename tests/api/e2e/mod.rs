@@ -65,7 +65,7 @@ macro_rules! gateway_behaviours {
     };
 }
 
-mod harness;
+pub(crate) mod harness;
 mod scenarios;
 
 mod caddy;
