@@ -39,6 +39,10 @@ pub struct RedisCache {
     skip_until: AtomicI64,
 }
 
+/// How long past its score a key stays in a subject's index: replicas' clocks differ, and a
+/// key pruned early hides a live entry from purges.
+const PRUNE_MARGIN: Duration = Duration::from_secs(60);
+
 /// KEYS: lease. ARGV: lessee. Deletes the lease only while `lessee` holds it.
 const RELEASE_LEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -128,14 +132,14 @@ impl RedisCache {
     }
 
     /// Adds `redis_key`, alive until `expires`, to its subject's index, and drops the keys
-    /// that are dead by `now`: a subject that keeps missing (a service account with
-    /// short-lived tokens) holds as many keys as it has live entries, not one per token ever
-    /// seen.
+    /// that are dead by `now` (less [`PRUNE_MARGIN`]): a subject that keeps missing (a service
+    /// account with short-lived tokens) holds as many keys as it has live entries, not one per
+    /// token ever seen.
     fn index_commands(&self, subject: &str, redis_key: &str, expires: UnixTime, now: UnixTime) -> Vec<Cmd> {
         let index = self.keys.subject(subject);
         vec![
             Cmd::zadd(&index, redis_key, expires.as_secs()),
-            Cmd::zrembyscore(&index, "-inf", now.as_secs()),
+            Cmd::zrembyscore(&index, "-inf", (now - PRUNE_MARGIN).as_secs()),
             Cmd::expire(index, i64::try_from(self.index_ttl.as_secs()).unwrap_or(i64::MAX)),
         ]
     }
@@ -510,8 +514,9 @@ impl IdentityCache for RedisCache {
     async fn remove_subject(&self, issuer: Option<&str>, subject: &str) -> Result<u64, CacheError> {
         let digest = subject_digest(subject);
         let (index, unscored) = (self.keys.subject(&digest), self.keys.unscored_subject(&digest));
-        let now = self.clock.now().as_secs();
-        let mut members: Vec<String> = self.command("purge", Cmd::zrangebyscore(&index, now, "+inf")).await?;
+        // Every member, dead or not: the entries themselves say whether they are alive, and
+        // the writers' clocks need not agree with this one's.
+        let mut members: Vec<String> = self.command("purge", Cmd::zrange(&index, 0, -1)).await?;
         let older: Vec<String> = self.command("purge", Cmd::smembers(&unscored)).await?;
         let older: Vec<String> = older.into_iter().filter(|key| !members.contains(key)).collect();
         members.extend(older);

@@ -4,7 +4,7 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
-use super::{Egress, UpstreamHttpSettings};
+use super::UpstreamHttpSettings;
 use crate::clock::{SharedClock, Stopwatch, UnixTime};
 use crate::metrics::Metrics;
 use crate::per_thread::PerThread;
@@ -109,15 +109,9 @@ impl UpstreamHttp {
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
                 .pool_idle_timeout(Duration::from_secs(60));
-            let builder = match &egress {
-                Egress::Environment => builder,
-                Egress::Direct => builder.no_proxy(),
-                Egress::Proxy(url) => {
-                    let except = reqwest::NoProxy::from_string(&settings.no_proxy.join(","));
-                    builder.proxy(reqwest::Proxy::all(url.as_str())?.no_proxy(except))
-                }
-            };
-            builder.build()
+            let proxies = super::egress::proxies(&egress, &settings.no_proxy, |name| std::env::var(name).ok())?;
+            // Without one, reqwest would read the environment again, where we keep loopback out.
+            proxies.into_iter().fold(builder.no_proxy(), reqwest::ClientBuilder::proxy).build()
         };
         let clients = PerThread::try_new(|_| client())?;
         Ok(Self { clients: Arc::new(clients), max_response_bytes: settings.max_response_bytes, metrics, clock })

@@ -5,6 +5,7 @@
 //! (`metadata.rs`). Which upstream a token goes to is `identity`'s decision.
 
 mod check;
+mod egress;
 mod http;
 mod jwks;
 mod jwt;

@@ -164,8 +164,8 @@ async fn a_subjects_index_in_redis_holds_only_its_live_entries() {
     for token in ["c1", "c2", "c3"] {
         cache.put(&key(token), &CacheEntry::valid(carol.clone(), NOW + secs(60)), NOW).await.unwrap();
     }
-    // Two minutes on, those three are dead; a new token of the same subject arrives.
-    let later = NOW + secs(120);
+    // Five minutes on, those three are dead; a new token of the same subject arrives.
+    let later = NOW + secs(300);
     cache.put(&key("c4"), &CacheEntry::valid(carol, later + secs(60)), later).await.unwrap();
 
     let index = RedisKeys::new(&prefix).subject(&subject_digest("carol"));

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::e2e::harness::{find_binary, free_port, render};
+use token_exchange::config::Settings;
+
 use crate::helpers::*;
 
 /// The nginx forward proxy, killed on drop.
@@ -45,6 +47,12 @@ impl EgressProxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until it has logged `request_line` (it logs a request once it has answered it).
+    async fn logs(&self, request_line: &str) {
+        let what = format!("the proxy logs {request_line}");
+        eventually(&what, async || self.passed_on().contains(request_line).then_some(())).await;
+    }
+
     /// The request lines it passed on so far.
     fn passed_on(&self) -> String {
         std::fs::read_to_string(&self.access_log).unwrap_or_default()
@@ -58,64 +66,87 @@ impl Drop for EgressProxy {
     }
 }
 
-fn introspection_through(idp: &FakeIdp) -> String {
-    format!("POST {}{INTROSPECT_PATH} HTTP/1.1", idp.issuer())
+/// An HTTPS introspection endpoint that only a proxy could reach: nginx refuses the tunnel,
+/// after logging that it was asked for it.
+const BEHIND_THE_PROXY: &str = "https://idp.example.test/introspect";
+const TUNNEL: &str = "CONNECT idp.example.test:443 HTTP/1.1";
+/// An address nothing answers on (TEST-NET-1), for a request that must not reach the proxy.
+const UNROUTABLE: &str = "https://192.0.2.1/introspect";
+
+fn upstream_at(idp: &FakeIdp, endpoint: &str) -> token_exchange::config::UpstreamSettings {
+    let mut upstream = idp.introspection_upstream();
+    upstream.introspection_endpoint = Some(endpoint.parse().unwrap());
+    upstream
+}
+
+async fn app_with(idp: &FakeIdp, endpoint: &str, egress: impl FnOnce(&mut Settings)) -> TestApp {
+    TestApp::builder(idp)
+        .with_opaque_upstream(upstream_at(idp, endpoint))
+        .configure(|s| {
+            s.upstream_http.connect_timeout = Duration::from_millis(500);
+            egress(s);
+        })
+        .spawn()
+        .await
 }
 
 #[tokio::test]
-async fn upstream_requests_go_through_the_configured_proxy() {
+async fn an_https_upstream_is_asked_for_through_a_tunnel_of_the_configured_proxy() {
+    let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
+    let app = app_with(&idp, BEHIND_THE_PROXY, |s| s.upstream_http.proxy = proxy.url()).await;
+
+    // The tunnel refused, the upstream could not be asked: a transient failure, not a verdict.
+    assert_oauth_error(app.exchange_opaque("tunnelled", &[]).await, 503, "temporarily_unavailable").await;
+    proxy.logs(TUNNEL).await;
+}
+
+#[tokio::test]
+async fn hosts_in_no_proxy_are_reached_directly() {
+    let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
+    let app = app_with(&idp, UNROUTABLE, |s| {
+        s.upstream_http.proxy = proxy.url();
+        s.upstream_http.no_proxy = vec!["192.0.2.0/24".into()];
+    })
+    .await;
+
+    assert_oauth_error(app.exchange_opaque("excepted", &[]).await, 503, "temporarily_unavailable").await;
+    assert_eq!(proxy.passed_on(), "", "nothing went through the proxy");
+}
+
+/// A proxy's localhost is not ours, and a loopback upstream may be plain HTTP.
+#[tokio::test]
+async fn a_loopback_upstream_is_reached_directly_even_with_a_proxy() {
     let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
     let app = TestApp::builder(&idp)
         .with_opaque_upstream(idp.introspection_upstream())
         .configure(|s| s.upstream_http.proxy = proxy.url())
         .spawn()
         .await;
-    idp.introspection_active("proxied", app.now() + 600).await;
+    idp.introspection_active("local", app.now() + 600).await;
 
-    assert_eq!(app.exchange_opaque("proxied", &[]).await.status(), 200);
-    assert!(proxy.passed_on().contains(&introspection_through(&idp)), "{}", proxy.passed_on());
-}
-
-#[tokio::test]
-async fn hosts_in_no_proxy_are_reached_directly() {
-    let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
-    let app = TestApp::builder(&idp)
-        .with_opaque_upstream(idp.introspection_upstream())
-        .configure(|s| {
-            s.upstream_http.proxy = proxy.url();
-            s.upstream_http.no_proxy = vec!["127.0.0.1".into()];
-        })
-        .spawn()
-        .await;
-    idp.introspection_active("direct", app.now() + 600).await;
-
-    assert_eq!(app.exchange_opaque("direct", &[]).await.status(), 200);
+    assert_eq!(app.exchange_opaque("local", &[]).await.status(), 200);
     assert_eq!(proxy.passed_on(), "", "nothing went through the proxy");
 }
 
 #[tokio::test]
-async fn a_proxy_that_cannot_be_reached_is_temporarily_unavailable_and_asks_nobody() {
+async fn a_proxy_that_cannot_be_reached_is_temporarily_unavailable() {
     let idp = FakeIdp::start().await;
-    let app = TestApp::builder(&idp)
-        .with_opaque_upstream(idp.introspection_upstream())
-        .configure(|s| s.upstream_http.proxy = format!("http://127.0.0.1:{}", free_port()))
-        .spawn()
-        .await;
-    idp.introspection_active("stranded", app.now() + 600).await;
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let app = app_with(&idp, BEHIND_THE_PROXY, |s| s.upstream_http.proxy = nowhere).await;
 
     assert_oauth_error(app.exchange_opaque("stranded", &[]).await, 503, "temporarily_unavailable").await;
-    assert_eq!(idp.introspections().await, 0);
 }
 
-/// `token-exchange serve` with `idp`'s introspection, `proxy` as its `upstream_http.proxy`
-/// (unset when `None`), and `environment`.
-fn server(idp: &FakeIdp, proxy: Option<&str>, environment: &[(&str, String)]) -> ServerProcess {
+/// `token-exchange serve` with an introspection upstream at `endpoint`, `proxy` as its
+/// `upstream_http.proxy` (unset when `None`), and `environment`.
+fn server(idp: &FakeIdp, endpoint: &str, proxy: Option<&str>, environment: &[(&str, String)]) -> ServerProcess {
     let data = tempfile::tempdir().unwrap().keep();
-    let proxy = proxy.map(|proxy| format!("[upstream_http]\nproxy = \"{proxy}\"\n")).unwrap_or_default();
+    let proxy = proxy.map(|proxy| format!("proxy = \"{proxy}\"\n")).unwrap_or_default();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndatabase_url = \"sqlite://{data}/egress.db\"\n{proxy}\
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndatabase_url = \"sqlite://{data}/egress.db\"\n\
+         [upstream_http]\nconnect_timeout = \"500ms\"\n{proxy}\
          [[upstreams]]\nname = \"opaque\"\nissuer = \"{issuer}/opaque\"\n\
-         introspection_endpoint = \"{issuer}{INTROSPECT_PATH}\"\nclient_id = \"{UPSTREAM_CLIENT_ID}\"\n\
+         introspection_endpoint = \"{endpoint}\"\nclient_id = \"{UPSTREAM_CLIENT_ID}\"\n\
          client_secret = \"{UPSTREAM_CLIENT_SECRET}\"\ndefault_for_opaque = true\n\
          [[clients]]\nclient_id = \"{CLIENT_ID}\"\nsecret_hash = \"{hash}\"\n",
         data = data.display(),
@@ -137,27 +168,43 @@ async fn exchange_at(server: &ServerProcess, token: &str) -> reqwest::Response {
     client.post(url).basic_auth(CLIENT_ID, Some(CLIENT_SECRET)).form(&form).send().await.unwrap()
 }
 
-#[tokio::test]
-async fn without_a_configured_proxy_the_environments_http_proxy_is_used() {
-    let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
-    // An exception list the machine may set must not send the test around the proxy.
-    let environment = [("HTTP_PROXY", proxy.url()), ("NO_PROXY", String::new()), ("no_proxy", String::new())];
-    let server = server(&idp, None, &environment);
-    idp.introspection_active("from-environment", real_now() + 3600).await;
+/// The environment a machine may give the process, with the proxy at `url` and no exceptions.
+fn environment_naming(url: String) -> [(&'static str, String); 3] {
+    [("HTTPS_PROXY", url), ("NO_PROXY", String::new()), ("no_proxy", String::new())]
+}
 
-    assert_eq!(exchange_at(&server, "from-environment").await.status(), 200);
-    assert!(proxy.passed_on().contains(&introspection_through(&idp)), "{}", proxy.passed_on());
+#[tokio::test]
+async fn without_a_configured_proxy_the_environments_is_used() {
+    let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
+    let server = server(&idp, BEHIND_THE_PROXY, None, &environment_naming(proxy.url()));
+
+    assert_eq!(exchange_at(&server, "from-environment").await.status(), 503);
+    proxy.logs(TUNNEL).await;
     server.stop(false);
 }
 
 #[tokio::test]
 async fn direct_ignores_the_environments_proxy() {
-    let idp = FakeIdp::start().await;
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let server = server(&idp, Some("direct"), &[("HTTP_PROXY", nowhere.clone()), ("ALL_PROXY", nowhere)]);
-    idp.introspection_active("straight", real_now() + 3600).await;
+    let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
+    let server = server(&idp, UNROUTABLE, Some("direct"), &environment_naming(proxy.url()));
 
-    assert_eq!(exchange_at(&server, "straight").await.status(), 200);
+    assert_eq!(exchange_at(&server, "straight").await.status(), 503);
+    assert_eq!(proxy.passed_on(), "", "nothing went through the proxy");
+    server.stop(false);
+}
+
+/// The environment's proxy leaves loopback alone too.
+#[tokio::test]
+async fn the_environments_proxy_is_not_used_for_a_loopback_upstream() {
+    let (idp, proxy) = (FakeIdp::start().await, EgressProxy::start().await);
+    let endpoint = format!("{}{INTROSPECT_PATH}", idp.issuer());
+    let mut environment = environment_naming(proxy.url()).to_vec();
+    environment.push(("HTTP_PROXY", proxy.url()));
+    let server = server(&idp, &endpoint, None, &environment);
+    idp.introspection_active("local", real_now() + 3600).await;
+
+    assert_eq!(exchange_at(&server, "local").await.status(), 200);
+    assert_eq!(proxy.passed_on(), "", "nothing went through the proxy");
     server.stop(false);
 }
 

@@ -1,0 +1,88 @@
+//! The proxies upstream requests leave through (see [`Egress`]). Loopback destinations are
+//! always reached directly, as Go's HTTP client does too: a proxy's own localhost is not ours,
+//! and an `http://` upstream, allowed on loopback only, would cross the network in clear text.
+
+use reqwest::{NoProxy, Proxy};
+
+use super::Egress;
+
+/// Destinations no proxy is used for, whatever the settings or the environment say.
+const ALWAYS_DIRECT: &str = "localhost,127.0.0.0/8,::1";
+
+/// The proxies for `egress`, with `no_proxy` the exceptions to a configured one, and `env` the
+/// process's environment. Empty: every request goes directly.
+pub fn proxies(
+    egress: &Egress,
+    no_proxy: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Proxy>, reqwest::Error> {
+    match egress {
+        Egress::Direct => Ok(Vec::new()),
+        Egress::Proxy(url) => Ok(vec![Proxy::all(url.as_str())?.no_proxy(exceptions(&no_proxy.join(",")))]),
+        Egress::Environment => from_environment(env),
+    }
+}
+
+/// What curl reads: `HTTPS_PROXY` for https, `HTTP_PROXY` for http, `ALL_PROXY` for either,
+/// each also in lower case, and `NO_PROXY`. Upper-case `HTTP_PROXY` is ignored when
+/// `REQUEST_METHOD` is set, where a CGI request's `Proxy:` header could have set it (httpoxy).
+fn from_environment(env: impl Fn(&str) -> Option<String>) -> Result<Vec<Proxy>, reqwest::Error> {
+    let first = |names: &[&str]| names.iter().find_map(|name| env(name).filter(|value| !value.trim().is_empty()));
+    let except = exceptions(&first(&["NO_PROXY", "no_proxy"]).unwrap_or_default());
+    let http_names: &[&str] =
+        if env("REQUEST_METHOD").is_some() { &["http_proxy"] } else { &["HTTP_PROXY", "http_proxy"] };
+    let mut proxies = Vec::new();
+    if let Some(url) = first(&["HTTPS_PROXY", "https_proxy"]) {
+        proxies.push(Proxy::https(url)?.no_proxy(except.clone()));
+    }
+    if let Some(url) = first(http_names) {
+        proxies.push(Proxy::http(url)?.no_proxy(except.clone()));
+    }
+    if let Some(url) = first(&["ALL_PROXY", "all_proxy"]) {
+        proxies.push(Proxy::all(url)?.no_proxy(except));
+    }
+    Ok(proxies)
+}
+
+fn exceptions(listed: &str) -> Option<NoProxy> {
+    let listed = listed.split(',').map(str::trim).filter(|entry| !entry.is_empty());
+    NoProxy::from_string(&listed.chain([ALWAYS_DIRECT]).collect::<Vec<_>>().join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    }
+
+    fn from(pairs: &'static [(&'static str, &'static str)]) -> usize {
+        proxies(&Egress::Environment, &[], environment(pairs)).map(|proxies| proxies.len()).unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn an_environment_naming_no_proxy_sends_every_request_directly() {
+        assert_eq!(from(&[("NO_PROXY", "corp.example")]), 0);
+        assert_eq!(from(&[("HTTPS_PROXY", " ")]), 0, "an empty value names no proxy");
+    }
+
+    #[test]
+    fn each_scheme_takes_its_own_variable_in_either_case_and_all_proxy_both() {
+        assert_eq!(from(&[("https_proxy", "http://egress:3128"), ("HTTP_PROXY", "http://egress:3128")]), 2);
+        assert_eq!(from(&[("ALL_PROXY", "http://egress:3128")]), 1);
+    }
+
+    /// httpoxy: under CGI, a request's `Proxy:` header arrives as `HTTP_PROXY`.
+    #[test]
+    fn upper_case_http_proxy_is_ignored_where_a_cgi_request_could_have_set_it() {
+        assert_eq!(from(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "http://attacker:8080")]), 0);
+        assert_eq!(from(&[("REQUEST_METHOD", "GET"), ("http_proxy", "http://egress:3128")]), 1);
+    }
+
+    #[test]
+    fn direct_means_no_proxy_whatever_the_environment_says() {
+        let all = environment(&[("ALL_PROXY", "http://egress:3128")]);
+        assert_eq!(proxies(&Egress::Direct, &[], all).map(|proxies| proxies.len()).ok(), Some(0));
+    }
+}
