@@ -437,6 +437,17 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_refused_naming_the_key() {
+        let missing = refusal("[upstream_http]\nca_file = \"/nonexistent/ca.pem\"\n");
+        assert!(missing.contains("upstream_http.ca_file"), "{missing}");
+
+        let mut not_pem = tempfile::NamedTempFile::new().expect("a temporary file");
+        not_pem.write_all(b"not a certificate").expect("written");
+        let empty = refusal(&format!("[upstream_http]\nca_file = \"{}\"\n", not_pem.path().display()));
+        assert!(empty.contains("upstream_http.ca_file") && empty.contains("no PEM certificate"), "{empty}");
+    }
+
+    #[test]
     fn a_proxys_credentials_never_reach_the_log_line_that_names_it() -> Result<(), ConfigError> {
         let settings = load("[upstream_http]\nproxy = \"http://user:s3cret@egress.internal:3128\"\n")?;
         let named = settings.upstream_http.egress().map(|egress| egress.to_string()).unwrap_or_default();

@@ -81,6 +81,9 @@ impl Settings {
         if self.upstream_http.connect_timeout.is_zero() {
             fail("upstream_http.connect_timeout".into(), "must be greater than zero");
         }
+        if let Err(problem) = self.upstream_http.extra_roots() {
+            fail("upstream_http.ca_file".into(), &problem);
+        }
         match self.upstream_http.egress() {
             Err(problem) => fail("upstream_http.proxy".into(), &problem),
             Ok(Egress::Proxy(_)) => {}

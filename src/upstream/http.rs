@@ -75,6 +75,8 @@ impl std::fmt::Display for UnavailableReason {
 pub enum HttpSetupError {
     #[error("upstream_http.proxy {0}")]
     Proxy(String),
+    #[error("upstream_http.ca_file {0}")]
+    CaFile(String),
     #[error(transparent)]
     Client(#[from] reqwest::Error),
 }
@@ -101,6 +103,7 @@ pub struct UpstreamHttp {
 impl UpstreamHttp {
     pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics, clock: SharedClock) -> Result<Self, HttpSetupError> {
         let egress = settings.egress().map_err(HttpSetupError::Proxy)?;
+        let extra_roots = settings.extra_roots().map_err(HttpSetupError::CaFile)?;
         tracing::info!(%egress, "how upstream requests leave the network");
         let client = || {
             let builder = reqwest::Client::builder()
@@ -108,7 +111,8 @@ impl UpstreamHttp {
                 .timeout(settings.timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
-                .pool_idle_timeout(Duration::from_secs(60));
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tls_certs_merge(extra_roots.iter().cloned());
             let proxies = super::egress::proxies(&egress, &settings.no_proxy, |name| std::env::var(name).ok())?;
             // Without one, reqwest would read the environment again, where we keep loopback out.
             proxies.into_iter().fold(builder.no_proxy(), reqwest::ClientBuilder::proxy).build()

@@ -177,6 +177,9 @@ pub struct UpstreamHttpSettings {
     pub proxy: String,
     /// Hosts a configured proxy is not used for (`NO_PROXY` syntax, one entry each).
     pub no_proxy: Vec<String>,
+    /// Certificate authorities (PEM) trusted for upstreams' TLS besides the platform's: an
+    /// identity provider inside the network often has a certificate of the network's own CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for UpstreamHttpSettings {
@@ -187,6 +190,7 @@ impl Default for UpstreamHttpSettings {
             max_response_bytes: 1024 * 1024,
             proxy: "environment".into(),
             no_proxy: Vec::new(),
+            ca_file: None,
         }
     }
 }
@@ -222,6 +226,18 @@ impl UpstreamHttpSettings {
                 }
                 Ok(Egress::Proxy(url))
             }
+        }
+    }
+}
+
+impl UpstreamHttpSettings {
+    /// The certificates of `ca_file`, if one is set; the error says what is wrong with it.
+    pub fn extra_roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(path) = &self.ca_file else { return Ok(Vec::new()) };
+        let pem = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(roots) if !roots.is_empty() => Ok(roots),
+            _ => Err("holds no PEM certificate".into()),
         }
     }
 }

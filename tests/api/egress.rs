@@ -4,47 +4,23 @@
 //! logs every request it passes on.
 
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::e2e::harness::{find_binary, free_port, render};
 use token_exchange::config::Settings;
 
+use crate::e2e::harness::free_port;
 use crate::helpers::*;
 
-/// The nginx forward proxy, killed on drop.
-struct EgressProxy {
-    child: Child,
-    port: u16,
-    access_log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+/// The nginx forward proxy.
+struct EgressProxy(Nginx);
 
 impl EgressProxy {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, access_log) = (free_port(), dir.path().join("access.log"));
-        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxies/nginx-egress.conf"));
-        let values = [("LISTEN_PORT", port.to_string()), ("ACCESS_LOG", access_log.display().to_string())];
-        let config = dir.path().join("nginx.conf");
-        std::fs::write(&config, render(&template.unwrap(), &values)).unwrap();
-        let child = Command::new(find_binary("NGINX_BIN", "nginx"))
-            .args(["-p", &format!("{}/", dir.path().display()), "-e", "stderr", "-c", config.to_str().unwrap()])
-            .args(["-g", &format!("daemon off; master_process off; pid {}/nginx.pid;", dir.path().display())])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let proxy = Self { child, port, access_log, _dir: dir };
-        eventually("the egress proxy listens", async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok().then_some(())
-        })
-        .await;
-        proxy
+        Self(Nginx::start("nginx-egress.conf", &[]).await)
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.0.port)
     }
 
     /// Waits until it has logged `request_line` (it logs a request once it has answered it).
@@ -55,14 +31,7 @@ impl EgressProxy {
 
     /// The request lines it passed on so far.
     fn passed_on(&self) -> String {
-        std::fs::read_to_string(&self.access_log).unwrap_or_default()
-    }
-}
-
-impl Drop for EgressProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::fs::read_to_string(self.0.file("access.log")).unwrap_or_default()
     }
 }
 

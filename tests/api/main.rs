@@ -40,3 +40,4 @@ mod token_exchange;
 mod traces;
 mod upstream_discovery;
 mod upstream_protection;
+mod upstream_tls;

@@ -7,6 +7,7 @@ mod binary;
 mod idp;
 mod logging;
 mod metrics;
+mod nginx;
 mod poll;
 mod storage;
 
@@ -23,6 +24,7 @@ pub use binary::{ServerProcess, check_config_online};
 pub use idp::{FakeIdp, UpstreamKey};
 pub use logging::init_test_log;
 pub use metrics::MetricsText;
+pub use nginx::Nginx;
 pub use poll::eventually;
 
 /// The `Retry-After` header, in seconds.
@@ -32,7 +34,7 @@ pub fn retry_after(response: &reqwest::Response) -> Option<u64> {
 pub use storage::{
     TestDatabase, lease_key, postgres_admin_url, random_prefix, redis_acl, redis_cluster_nodes, redis_connection,
     redis_entry_key, redis_keys, redis_revoked_key, redis_sentinel_failover_master, redis_sentinels, redis_tls,
-    redis_topologies, redis_url, sha256_hex, test_kek_file,
+    redis_topologies, redis_url, required_env, sha256_hex, test_kek_file,
 };
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -18,7 +18,8 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn required_env(name: &str) -> String {
+/// A variable `scripts/test` sets for the services it starts.
+pub fn required_env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test, which starts it"))
 }
