@@ -122,12 +122,11 @@ impl RedisCache {
         }
         let value = serde_json::to_vec(entry).map_err(unavailable)?;
         let redis_key = token.entry(key.upstream());
-        let index_commands = match entry.identity() {
-            Some(identity) => {
-                self.index_commands(&subject_digest(&identity.subject), &redis_key, now + Duration::from_secs(ttl), now)
-            }
-            None => Vec::new(),
-        };
+        let expires = now + Duration::from_secs(ttl);
+        let index_commands = entry
+            .identity()
+            .map(|identity| self.index_commands(&subject_digest(&identity.subject), &redis_key, expires, now))
+            .unwrap_or_default();
         Ok(Some((Cmd::set_ex(redis_key, value, ttl), index_commands)))
     }
 

@@ -1,10 +1,68 @@
-//! The proxies upstream requests leave through (see [`Egress`]). Loopback destinations are
-//! always reached directly, as Go's HTTP client does too: a proxy's own localhost is not ours,
-//! and an `http://` upstream, allowed on loopback only, would cross the network in clear text.
+//! How upstream requests leave the network ([`Egress`]), and the proxies that takes. Loopback
+//! destinations are always reached directly, as Go's HTTP client does too: a proxy's own
+//! localhost is not ours, and an `http://` upstream, allowed on loopback only, would cross the
+//! network in clear text.
 
 use reqwest::{NoProxy, Proxy};
+use url::Url;
 
-use super::Egress;
+/// How upstream requests leave the network (`upstream_http.proxy`): egress through a forward
+/// proxy is the rule in many production networks, and an identity provider is usually outside
+/// them.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Egress {
+    /// Through the proxies that `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` name,
+    /// if the environment names any, as most tools do.
+    Environment,
+    /// Straight to every upstream, whatever the environment says.
+    Direct,
+    /// Through the HTTP(S) proxy at this URL (with its credentials, if it has any), except for
+    /// the hosts of `no_proxy`.
+    Proxy(Url),
+}
+
+impl Egress {
+    /// `"environment"`, `"direct"` or a proxy's URL; the error says what is wrong with it,
+    /// without repeating it (a URL may hold credentials).
+    pub fn parse(setting: &str) -> Result<Self, String> {
+        match setting.trim() {
+            "environment" => Ok(Self::Environment),
+            "direct" => Ok(Self::Direct),
+            text => {
+                let url = Url::parse(text)
+                    .map_err(|e| format!("must be \"environment\", \"direct\" or a proxy's URL ({e})"))?;
+                if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+                    return Err("a proxy's URL must be http:// or https:// and name a host".into());
+                }
+                if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+                    return Err("a proxy's URL names a host and port, no path".into());
+                }
+                Ok(Self::Proxy(url))
+            }
+        }
+    }
+}
+
+/// As for logs: a `{:?}` of the settings must not print a proxy's password either.
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for Egress {
+    /// For logs: a proxy's credentials are left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Environment => f.write_str("the environment's proxy settings"),
+            Self::Direct => f.write_str("direct"),
+            Self::Proxy(url) => {
+                let (host, port) = (url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0));
+                write!(f, "{}://{host}:{port}", url.scheme())
+            }
+        }
+    }
+}
 
 /// Destinations no proxy is used for, whatever the settings or the environment say.
 const ALWAYS_DIRECT: &str = "localhost,127.0.0.0/8,::1";

@@ -104,7 +104,9 @@ impl UpstreamHttp {
     pub fn new(settings: &UpstreamHttpSettings, metrics: Metrics, clock: SharedClock) -> Result<Self, HttpSetupError> {
         let egress = settings.egress().map_err(HttpSetupError::Proxy)?;
         let extra_roots = settings.extra_roots().map_err(HttpSetupError::CaFile)?;
+        let proxies = super::egress::proxies(&egress, &settings.no_proxy, |name| std::env::var(name).ok())?;
         tracing::info!(%egress, "how upstream requests leave the network");
+        // One client per thread, all alike.
         let client = || {
             let builder = reqwest::Client::builder()
                 .connect_timeout(settings.connect_timeout)
@@ -113,9 +115,8 @@ impl UpstreamHttp {
                 .user_agent(concat!("token-exchange/", env!("CARGO_PKG_VERSION")))
                 .pool_idle_timeout(Duration::from_secs(60))
                 .tls_certs_merge(extra_roots.iter().cloned());
-            let proxies = super::egress::proxies(&egress, &settings.no_proxy, |name| std::env::var(name).ok())?;
             // Without one, reqwest would read the environment again, where we keep loopback out.
-            proxies.into_iter().fold(builder.no_proxy(), reqwest::ClientBuilder::proxy).build()
+            proxies.iter().cloned().fold(builder.no_proxy(), reqwest::ClientBuilder::proxy).build()
         };
         let clients = PerThread::try_new(|_| client())?;
         Ok(Self { clients: Arc::new(clients), max_response_bytes: settings.max_response_bytes, metrics, clock })

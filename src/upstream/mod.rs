@@ -15,11 +15,12 @@ mod settings;
 mod signed;
 
 pub use check::{Discovered, EndpointOrigin, check_online};
+pub use egress::Egress;
 pub use http::UpstreamHttp;
 pub use jwks::{JwksCache, StaticJwks, UpstreamKey};
 pub use jwt::{JwtUpstream, unverified_claims};
 pub use metadata::{MetadataCache, is_secure_endpoint};
 pub use opaque::OpaqueUpstream;
 pub use settings::{
-    AnswerFormat, Egress, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings,
+    AnswerFormat, Endpoint, UpstreamClientAuth, UpstreamHttpSettings, UpstreamProtection, UpstreamSettings,
 };

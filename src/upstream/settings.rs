@@ -7,6 +7,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use url::Url;
 
+use super::Egress;
 use crate::vocabulary::ClientSecret;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,42 +196,12 @@ impl Default for UpstreamHttpSettings {
     }
 }
 
-/// How upstream requests leave the network: egress through a forward proxy is the rule in
-/// many production networks, and an identity provider is usually outside them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Egress {
-    /// Through the proxies that `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` name,
-    /// if the environment names any, as most tools do.
-    Environment,
-    /// Straight to every upstream, whatever the environment says.
-    Direct,
-    /// Through the HTTP(S) proxy at this URL (with its credentials, if it has any), except for
-    /// the hosts of `no_proxy`.
-    Proxy(url::Url),
-}
-
 impl UpstreamHttpSettings {
     /// `proxy`, parsed; the error says what is wrong with it.
     pub fn egress(&self) -> Result<Egress, String> {
-        match self.proxy.trim() {
-            "environment" => Ok(Egress::Environment),
-            "direct" => Ok(Egress::Direct),
-            text => {
-                let url = url::Url::parse(text)
-                    .map_err(|e| format!("must be \"environment\", \"direct\" or a proxy's URL ({e})"))?;
-                if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-                    return Err("a proxy's URL must be http:// or https:// and name a host".into());
-                }
-                if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-                    return Err("a proxy's URL names a host and port, no path".into());
-                }
-                Ok(Egress::Proxy(url))
-            }
-        }
+        Egress::parse(&self.proxy)
     }
-}
 
-impl UpstreamHttpSettings {
     /// The certificates of `ca_file`, if one is set; the error says what is wrong with it.
     pub fn extra_roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
         let Some(path) = &self.ca_file else { return Ok(Vec::new()) };
@@ -238,20 +209,6 @@ impl UpstreamHttpSettings {
         match reqwest::Certificate::from_pem_bundle(&pem) {
             Ok(roots) if !roots.is_empty() => Ok(roots),
             _ => Err("holds no PEM certificate".into()),
-        }
-    }
-}
-
-impl std::fmt::Display for Egress {
-    /// For logs: a proxy's credentials are left out.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Environment => f.write_str("the environment's proxy settings"),
-            Self::Direct => f.write_str("direct"),
-            Self::Proxy(url) => {
-                let (host, port) = (url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0));
-                write!(f, "{}://{host}:{port}", url.scheme())
-            }
         }
     }
 }

@@ -39,10 +39,14 @@ fn implementations() -> Vec<(&'static str, Arc<dyn IdentityCache>)> {
     let mut caches: Vec<(&'static str, Arc<dyn IdentityCache>)> = vec![("memory", Arc::new(MemoryCache::new(1000)))];
     for (name, mut settings) in redis_topologies(&random_prefix()) {
         settings.timeout = secs(1);
-        let clock = FixedClock::at(NOW.as_secs());
-        caches.push((name, Arc::new(RedisCache::new(&settings, Arc::new(clock), Metrics::new()).unwrap())));
+        caches.push((name, Arc::new(redis_cache(&settings))));
     }
     caches
+}
+
+/// A Redis cache whose clock stands at `NOW`.
+fn redis_cache(settings: &RedisSettings) -> RedisCache {
+    RedisCache::new(settings, Arc::new(FixedClock::at(NOW.as_secs())), Metrics::new()).unwrap()
 }
 
 #[tokio::test]
@@ -154,12 +158,7 @@ async fn a_one_time_claim_is_granted_once() {
 async fn a_subjects_index_in_redis_holds_only_its_live_entries() {
     use redis::AsyncCommands as _;
     let prefix = random_prefix();
-    let cache = RedisCache::new(
-        &RedisSettings::standalone(&redis_url(), &prefix),
-        Arc::new(FixedClock::at(NOW.as_secs())),
-        Metrics::new(),
-    )
-    .unwrap();
+    let cache = redis_cache(&RedisSettings::standalone(&redis_url(), &prefix));
     let carol = identity("carol", "https://idp");
     for token in ["c1", "c2", "c3"] {
         cache.put(&key(token), &CacheEntry::valid(carol.clone(), NOW + secs(60)), NOW).await.unwrap();
@@ -179,12 +178,7 @@ async fn a_subjects_index_in_redis_holds_only_its_live_entries() {
 async fn a_purge_finds_the_entries_listed_by_replicas_of_the_previous_version() {
     use redis::AsyncCommands as _;
     let prefix = random_prefix();
-    let cache = RedisCache::new(
-        &RedisSettings::standalone(&redis_url(), &prefix),
-        Arc::new(FixedClock::at(NOW.as_secs())),
-        Metrics::new(),
-    )
-    .unwrap();
+    let cache = redis_cache(&RedisSettings::standalone(&redis_url(), &prefix));
     cache.put(&key("d1"), &CacheEntry::valid(identity("dave", "https://idp"), NOW + secs(60)), NOW).await.unwrap();
     let keys = RedisKeys::new(&prefix);
     let (scored, unscored) = (keys.subject(&subject_digest("dave")), keys.unscored_subject(&subject_digest("dave")));

@@ -3,7 +3,6 @@
 //! `direct`. The proxy is a real nginx forward proxy (tests/proxies/nginx-egress.conf) that
 //! logs every request it passes on.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use token_exchange::config::Settings;
@@ -42,15 +41,9 @@ const TUNNEL: &str = "CONNECT idp.example.test:443 HTTP/1.1";
 /// An address nothing answers on (TEST-NET-1), for a request that must not reach the proxy.
 const UNROUTABLE: &str = "https://192.0.2.1/introspect";
 
-fn upstream_at(idp: &FakeIdp, endpoint: &str) -> token_exchange::config::UpstreamSettings {
-    let mut upstream = idp.introspection_upstream();
-    upstream.introspection_endpoint = Some(endpoint.parse().unwrap());
-    upstream
-}
-
 async fn app_with(idp: &FakeIdp, endpoint: &str, egress: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp::builder(idp)
-        .with_opaque_upstream(upstream_at(idp, endpoint))
+        .with_opaque_upstream(idp.introspection_upstream_at(endpoint))
         .configure(|s| {
             s.upstream_http.connect_timeout = Duration::from_millis(500);
             egress(s);
@@ -122,10 +115,7 @@ fn server(idp: &FakeIdp, endpoint: &str, proxy: Option<&str>, environment: &[(&s
         issuer = idp.issuer(),
         hash = secret_hash(CLIENT_SECRET),
     );
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    file.write_all(config.as_bytes()).unwrap();
-    let (_, path) = file.keep().unwrap();
-    let mut server = ServerProcess::serve(&path, environment);
+    let mut server = ServerProcess::serve(&kept_config_file(&config), environment);
     server.drain_output();
     server
 }
@@ -175,10 +165,4 @@ async fn the_environments_proxy_is_not_used_for_a_loopback_upstream() {
     assert_eq!(exchange_at(&server, "local").await.status(), 200);
     assert_eq!(proxy.passed_on(), "", "nothing went through the proxy");
     server.stop(false);
-}
-
-#[expect(clippy::disallowed_methods, reason = "a process of its own runs on the real clock")]
-fn real_now() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    i64::try_from(since_epoch.as_secs()).unwrap()
 }

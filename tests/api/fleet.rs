@@ -1,7 +1,6 @@
 //! One upstream call per token across the fleet: replicas sharing a Redis take a lease before
 //! asking the upstream about an opaque token, and the others wait for the verdict.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -227,10 +226,7 @@ fn leader_process(idp: &FakeIdp, prefix: &str) -> ServerProcess {
         issuer = idp.issuer(),
         hash = secret_hash(CLIENT_SECRET),
     );
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    file.write_all(config.as_bytes()).unwrap();
-    let (_, path) = file.keep().unwrap();
-    let mut leader = ServerProcess::serve(&path, &[]);
+    let mut leader = ServerProcess::serve(&kept_config_file(&config), &[]);
     leader.drain_output();
     leader
 }

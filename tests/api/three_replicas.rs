@@ -2,7 +2,6 @@
 //! call per token, revocations and key rotations seen by all, and a replica killed under load
 //! leaving the others answering.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,9 +43,7 @@ impl Fleet {
             issuer = idp.issuer(),
             hash = secret_hash(CLIENT_SECRET),
         );
-        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-        file.write_all(config.as_bytes()).unwrap();
-        let (_, config) = file.keep().unwrap();
+        let config = kept_config_file(&config);
         let replicas = (0..3)
             .map(|_| {
                 let mut replica = ServerProcess::serve(&config, &[]);
@@ -91,14 +88,9 @@ impl Drop for Fleet {
 }
 
 async fn introspection_for_every_token(idp: &FakeIdp, delay: Duration) {
-    let exp = chrono_now() + 600;
+    let exp = real_now() + 600;
     let active = json!({"active": true, "sub": "u", "exp": exp});
     idp.introspection_answers_all(ResponseTemplate::new(200).set_delay(delay).set_body_json(active)).await;
-}
-
-#[expect(clippy::disallowed_methods, reason = "the processes run on the real clock")]
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 #[tokio::test]

@@ -110,8 +110,8 @@ async fn an_exchange_is_one_trace_of_spans_without_secrets_joined_to_the_gateway
     );
     let port = server.port;
     let subject = idp.token_with(
-        chrono_now(),
-        json!({"sub": "TRACED-SUBJECT", "email": "traced-person@example.com", "exp": chrono_now() + 600, "iat": chrono_now()}),
+        real_now(),
+        json!({"sub": "TRACED-SUBJECT", "email": "traced-person@example.com", "exp": real_now() + 600, "iat": real_now()}),
     );
 
     let response = reqwest::Client::new()
@@ -146,10 +146,4 @@ async fn an_exchange_is_one_trace_of_spans_without_secrets_joined_to_the_gateway
     {
         assert!(!exported.contains(secret), "{secret} was exported:\n{exported}");
     }
-}
-
-/// The binary runs on the wall clock, unlike the test apps.
-#[expect(clippy::disallowed_methods, reason = "the token must be valid for a server on the real clock")]
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

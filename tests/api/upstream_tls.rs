@@ -20,10 +20,8 @@ async fn https_front(idp: &FakeIdp) -> (Nginx, String) {
 }
 
 async fn app_trusting(idp: &FakeIdp, endpoint: &str, ca_file: Option<String>) -> TestApp {
-    let mut upstream = idp.introspection_upstream();
-    upstream.introspection_endpoint = Some(endpoint.parse().unwrap());
     TestApp::builder(idp)
-        .with_opaque_upstream(upstream)
+        .with_opaque_upstream(idp.introspection_upstream_at(endpoint))
         .configure(|s| s.upstream_http.ca_file = ca_file.map(Into::into))
         .spawn()
         .await

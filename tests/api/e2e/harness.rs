@@ -82,7 +82,7 @@ impl Proxy {
     }
 
     /// The command line that runs the rendered configuration in `dir` in the foreground.
-    fn command(self, dir: &Path) -> Command {
+    pub fn command(self, dir: &Path) -> Command {
         let path = |name: &str| dir.join(name).display().to_string();
         let mut command = Command::new(self.binary());
         match self {

@@ -70,6 +70,21 @@ impl ServerProcess {
     }
 }
 
+/// `toml` in a configuration file that outlives the test's handles, so a process can be
+/// started from it again.
+pub fn kept_config_file(toml: &str) -> std::path::PathBuf {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(toml.as_bytes()).unwrap();
+    file.keep().unwrap().1
+}
+
+/// The wall clock, which a server process runs on (test apps run on a fixed one).
+#[expect(clippy::disallowed_methods, reason = "a server process runs on the real clock")]
+pub fn real_now() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(since_epoch.as_secs()).unwrap()
+}
+
 /// `token-exchange check-config --online`, run as the real binary on a configuration file
 /// whose only upstream is `upstream` (the TOML of one `[[upstreams]]` entry).
 pub async fn check_config_online(upstream: &str) -> Output {

@@ -159,6 +159,13 @@ impl FakeIdp {
         self.opaque_settings("opaque", true, false)
     }
 
+    /// The usual opaque upstream, introspecting at `endpoint` instead (a proxy, a TLS front).
+    pub fn introspection_upstream_at(&self, endpoint: &str) -> UpstreamSettings {
+        let mut upstream = self.introspection_upstream();
+        upstream.introspection_endpoint = Some(endpoint.parse().unwrap());
+        upstream
+    }
+
     /// Introspection answers `response` for `token` (and only for it).
     pub async fn introspection_answers(&self, token: &str, response: ResponseTemplate) {
         Mock::given(method("POST"))

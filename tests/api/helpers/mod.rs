@@ -20,7 +20,7 @@ use serde_json::Value;
 use token_exchange::config::{ClientSettings, RouteSettings, Settings};
 
 pub use app::{TestApp, TestAppBuilder, spawn_app};
-pub use binary::{ServerProcess, check_config_online};
+pub use binary::{ServerProcess, check_config_online, kept_config_file, real_now};
 pub use idp::{FakeIdp, UpstreamKey};
 pub use logging::init_test_log;
 pub use metrics::MetricsText;

@@ -1,9 +1,9 @@
 //! nginx run from a configuration of `tests/proxies/`, as one foreground process.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
-use crate::e2e::harness::{find_binary, free_port, render};
+use crate::e2e::harness::{Proxy, free_port, render};
 use crate::helpers::eventually;
 
 /// nginx on a port of its own, killed on drop.
@@ -22,14 +22,9 @@ impl Nginx {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxies").join(template));
         let mut values = values.to_vec();
         values.extend([("LISTEN_PORT", port.to_string()), ("DIR", dir.path().display().to_string())]);
-        let config = dir.path().join("nginx.conf");
-        std::fs::write(&config, render(&text.unwrap(), &values)).unwrap();
-        let child = Command::new(find_binary("NGINX_BIN", "nginx"))
-            .args(["-p", &format!("{}/", dir.path().display()), "-e", "stderr", "-c", config.to_str().unwrap()])
-            .args(["-g", &format!("daemon off; master_process off; pid {}/nginx.pid;", dir.path().display())])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        std::fs::write(dir.path().join("nginx.conf"), render(&text.unwrap(), &values)).unwrap();
+        // The end-to-end tests' command line: one foreground process, logging to standard error.
+        let child = Proxy::Nginx.command(dir.path()).spawn().unwrap();
         let nginx = Self { child, port, dir };
         eventually(&format!("nginx ({template}) listens"), async || {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok().then_some(())
