@@ -1,9 +1,14 @@
 //! Upstream requests leave through the network's egress proxy: the one `upstream_http.proxy`
 //! names, or the environment's (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`), or none when it says
 //! `direct`. The proxy is a real nginx forward proxy (tests/proxies/nginx-egress.conf) that
-//! logs every request it passes on.
+//! logs every request it passes on and refuses tunnels, or, where a tunnel must carry the
+//! request, Envoy opening `CONNECT` tunnels for a client with the proxy's credentials
+//! (tests/proxies/envoy-egress-tunnel.yaml).
 
 use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use token_exchange::config::Settings;
 
@@ -11,11 +16,11 @@ use crate::e2e::harness::free_port;
 use crate::helpers::*;
 
 /// The nginx forward proxy.
-struct EgressProxy(Nginx);
+struct EgressProxy(ProxyProcess);
 
 impl EgressProxy {
     async fn start() -> Self {
-        Self(Nginx::start("nginx-egress.conf", &[]).await)
+        Self(ProxyProcess::nginx("nginx-egress.conf", &[]).await)
     }
 
     fn url(&self) -> String {
@@ -97,6 +102,73 @@ async fn a_proxy_that_cannot_be_reached_is_temporarily_unavailable() {
     let app = app_with(&idp, BEHIND_THE_PROXY, |s| s.upstream_http.proxy = nowhere).await;
 
     assert_oauth_error(app.exchange_opaque("stranded", &[]).await, 503, "temporarily_unavailable").await;
+}
+
+/// Envoy, opening tunnels to the HTTPS front of the provider for whoever presents
+/// `egress:egress-password`.
+struct TunnellingProxy(ProxyProcess);
+
+impl TunnellingProxy {
+    async fn start(front: &ProxyProcess) -> Self {
+        let credentials = format!("Basic {}", STANDARD.encode("egress:egress-password"));
+        let values = [("FRONT_PORT", front.port.to_string()), ("PROXY_AUTHORIZATION", credentials)];
+        Self(ProxyProcess::envoy("envoy-egress-tunnel.yaml", &values).await)
+    }
+
+    /// Its URL with `user:password` in it, as an operator configures a proxy that wants them.
+    fn url_as(&self, user_and_password: &str) -> String {
+        format!("http://{user_and_password}@127.0.0.1:{}", self.0.port)
+    }
+
+    async fn logs(&self, line: &str) {
+        let what = format!("the tunnelling proxy logs {line}");
+        let log = self.0.file("access.log");
+        eventually(&what, async || std::fs::read_to_string(&log).unwrap_or_default().contains(line).then_some(()))
+            .await;
+    }
+}
+
+/// A name that resolves nowhere (RFC 2606): an answer from it came through the tunnel.
+const ONLY_THROUGH_THE_TUNNEL: &str = "https://idp.example.test/introspect";
+
+/// The provider behind its HTTPS front, the tunnelling proxy before it, and an app that
+/// presents `user_and_password` to that proxy, with `token` active at the provider.
+struct BehindTheTunnel {
+    idp: FakeIdp,
+    proxy: TunnellingProxy,
+    app: TestApp,
+    _front: ProxyProcess,
+}
+
+async fn behind_the_tunnel(user_and_password: &str, token: &str) -> BehindTheTunnel {
+    let idp = FakeIdp::start().await;
+    let front = https_front(&idp).await;
+    let proxy = TunnellingProxy::start(&front).await;
+    let app = app_with(&idp, ONLY_THROUGH_THE_TUNNEL, |s| {
+        s.upstream_http.proxy = proxy.url_as(user_and_password);
+        s.upstream_http.ca_file = Some(required_env("TEST_TLS_CA").into());
+    })
+    .await;
+    idp.introspection_active(token, app.now() + 600).await;
+    BehindTheTunnel { idp, proxy, app, _front: front }
+}
+
+#[tokio::test]
+async fn an_https_upstream_answers_through_the_proxys_tunnel_opened_with_the_configured_credentials() {
+    let BehindTheTunnel { idp, proxy, app, _front } = behind_the_tunnel("egress:egress-password", "tunnelled").await;
+
+    assert_eq!(app.exchange_opaque("tunnelled", &[]).await.status(), 200);
+    assert_eq!(idp.introspections().await, 1);
+    proxy.logs("CONNECT idp.example.test:443 200").await;
+}
+
+#[tokio::test]
+async fn a_tunnel_the_proxy_refuses_leaves_the_upstream_unasked() {
+    let BehindTheTunnel { idp, proxy, app, _front } = behind_the_tunnel("egress:not-the-password", "refused").await;
+
+    assert_oauth_error(app.exchange_opaque("refused", &[]).await, 503, "temporarily_unavailable").await;
+    assert_eq!(idp.introspections().await, 0);
+    proxy.logs("CONNECT idp.example.test:443 407").await;
 }
 
 /// `token-exchange serve` with an introspection upstream at `endpoint`, `proxy` as its

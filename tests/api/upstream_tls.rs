@@ -6,19 +6,6 @@
 
 use crate::helpers::*;
 
-/// `idp`'s introspection, at an HTTPS address in front of it.
-async fn https_front(idp: &FakeIdp) -> (Nginx, String) {
-    let idp_port = idp.issuer().rsplit(':').next().unwrap().to_owned();
-    let values = [
-        ("CERT", required_env("TEST_TLS_SERVER_CERT")),
-        ("KEY", required_env("TEST_TLS_SERVER_KEY")),
-        ("IDP_PORT", idp_port),
-    ];
-    let front = Nginx::start("nginx-tls-front.conf", &values).await;
-    let endpoint = format!("https://127.0.0.1:{}{INTROSPECT_PATH}", front.port);
-    (front, endpoint)
-}
-
 async fn app_trusting(idp: &FakeIdp, endpoint: &str, ca_file: Option<String>) -> TestApp {
     TestApp::builder(idp)
         .with_opaque_upstream(idp.introspection_upstream_at(endpoint))
@@ -30,8 +17,8 @@ async fn app_trusting(idp: &FakeIdp, endpoint: &str, ca_file: Option<String>) ->
 #[tokio::test]
 async fn an_upstream_whose_certificate_the_configured_ca_signed_is_trusted() {
     let idp = FakeIdp::start().await;
-    let (_front, endpoint) = https_front(&idp).await;
-    let app = app_trusting(&idp, &endpoint, Some(required_env("TEST_TLS_CA"))).await;
+    let front = https_front(&idp).await;
+    let app = app_trusting(&idp, &https_introspection(&front), Some(required_env("TEST_TLS_CA"))).await;
     idp.introspection_active("over-tls", app.now() + 600).await;
 
     assert_eq!(app.exchange_opaque("over-tls", &[]).await.status(), 200);
@@ -41,8 +28,8 @@ async fn an_upstream_whose_certificate_the_configured_ca_signed_is_trusted() {
 #[tokio::test]
 async fn an_upstream_whose_certificate_no_trusted_ca_signed_is_not_asked() {
     let idp = FakeIdp::start().await;
-    let (_front, endpoint) = https_front(&idp).await;
-    let app = app_trusting(&idp, &endpoint, None).await;
+    let front = https_front(&idp).await;
+    let app = app_trusting(&idp, &https_introspection(&front), None).await;
     idp.introspection_active("untrusted", app.now() + 600).await;
 
     assert_oauth_error(app.exchange_opaque("untrusted", &[]).await, 503, "temporarily_unavailable").await;

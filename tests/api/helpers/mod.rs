@@ -7,8 +7,8 @@ mod binary;
 mod idp;
 mod logging;
 mod metrics;
-mod nginx;
 mod poll;
+mod proxies;
 mod storage;
 
 use std::collections::HashMap;
@@ -24,8 +24,8 @@ pub use binary::{ServerProcess, check_config_online, kept_config_file, real_now}
 pub use idp::{FakeIdp, UpstreamKey};
 pub use logging::init_test_log;
 pub use metrics::MetricsText;
-pub use nginx::Nginx;
 pub use poll::eventually;
+pub use proxies::{ProxyProcess, https_front, https_introspection};
 
 /// The `Retry-After` header, in seconds.
 pub fn retry_after(response: &reqwest::Response) -> Option<u64> {
