@@ -104,13 +104,16 @@ async fn a_proxy_that_cannot_be_reached_is_temporarily_unavailable() {
     assert_oauth_error(app.exchange_opaque("stranded", &[]).await, 503, "temporarily_unavailable").await;
 }
 
+/// What the tunnelling proxy asks of its clients, as `user:password`.
+const PROXY_CREDENTIALS: &str = "egress:egress-password";
+
 /// Envoy, opening tunnels to the HTTPS front of the provider for whoever presents
-/// `egress:egress-password`.
+/// [`PROXY_CREDENTIALS`].
 struct TunnellingProxy(ProxyProcess);
 
 impl TunnellingProxy {
     async fn start(front: &ProxyProcess) -> Self {
-        let credentials = format!("Basic {}", STANDARD.encode("egress:egress-password"));
+        let credentials = format!("Basic {}", STANDARD.encode(PROXY_CREDENTIALS));
         let values = [("FRONT_PORT", front.port.to_string()), ("PROXY_AUTHORIZATION", credentials)];
         Self(ProxyProcess::envoy("envoy-egress-tunnel.yaml", &values).await)
     }
@@ -155,7 +158,7 @@ async fn behind_the_tunnel(user_and_password: &str, token: &str) -> BehindTheTun
 
 #[tokio::test]
 async fn an_https_upstream_answers_through_the_proxys_tunnel_opened_with_the_configured_credentials() {
-    let BehindTheTunnel { idp, proxy, app, _front } = behind_the_tunnel("egress:egress-password", "tunnelled").await;
+    let BehindTheTunnel { idp, proxy, app, _front } = behind_the_tunnel(PROXY_CREDENTIALS, "tunnelled").await;
 
     assert_eq!(app.exchange_opaque("tunnelled", &[]).await.status(), 200);
     assert_eq!(idp.introspections().await, 1);

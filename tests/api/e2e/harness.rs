@@ -81,6 +81,16 @@ impl Proxy {
         }
     }
 
+    /// The configuration file its command line reads, in its folder.
+    pub fn main_config(self) -> &'static str {
+        match self {
+            Self::Nginx => "nginx.conf",
+            Self::EnvoyHttp | Self::EnvoyGrpc => "envoy.yaml",
+            Self::Traefik => "traefik.yml",
+            Self::Caddy => "Caddyfile",
+        }
+    }
+
     /// The command line that runs the rendered configuration in `dir` in the foreground.
     pub fn command(self, dir: &Path) -> Command {
         let path = |name: &str| dir.join(name).display().to_string();
@@ -94,21 +104,21 @@ impl Proxy {
                 "-e",
                 "stderr",
                 "-c",
-                &path("nginx.conf"),
+                &path(self.main_config()),
                 "-g",
                 &format!("daemon off; master_process off; pid {};", path("nginx.pid")),
             ]),
             Self::EnvoyHttp | Self::EnvoyGrpc => command.args([
                 "-c",
-                &path("envoy.yaml"),
+                &path(self.main_config()),
                 "--disable-hot-restart",
                 "--concurrency",
                 "1",
                 "--log-level",
                 "warn",
             ]),
-            Self::Traefik => command.arg(format!("--configFile={}", path("traefik.yml"))),
-            Self::Caddy => command.args(["run", "--config", &path("Caddyfile"), "--adapter", "caddyfile"]),
+            Self::Traefik => command.arg(format!("--configFile={}", path(self.main_config()))),
+            Self::Caddy => command.args(["run", "--config", &path(self.main_config()), "--adapter", "caddyfile"]),
         };
         // Whatever a proxy keeps in a home or data folder goes to its own folder.
         command

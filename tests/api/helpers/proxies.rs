@@ -17,24 +17,24 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// nginx from `tests/proxies/<template>`.
     pub async fn nginx(template: &str, values: &[(&str, String)]) -> Self {
-        Self::start(Proxy::Nginx, "nginx.conf", template, values).await
+        Self::start(Proxy::Nginx, template, values).await
     }
 
     /// Envoy from `tests/proxies/<template>`.
     pub async fn envoy(template: &str, values: &[(&str, String)]) -> Self {
-        Self::start(Proxy::EnvoyHttp, "envoy.yaml", template, values).await
+        Self::start(Proxy::EnvoyHttp, template, values).await
     }
 
     /// Renders `template` with `values`, `LISTEN_PORT` (a free port) and `DIR` (its own
-    /// folder) into the file `config` that `proxy`'s command line reads, starts it, and waits
-    /// until it listens.
-    async fn start(proxy: Proxy, config: &str, template: &str, values: &[(&str, String)]) -> Self {
+    /// folder) into the file that `proxy`'s command line reads, starts it, and waits until it
+    /// listens.
+    async fn start(proxy: Proxy, template: &str, values: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxies").join(template));
         let mut values = values.to_vec();
         values.extend([("LISTEN_PORT", port.to_string()), ("DIR", dir.path().display().to_string())]);
-        std::fs::write(dir.path().join(config), render(&text.unwrap(), &values)).unwrap();
+        std::fs::write(dir.path().join(proxy.main_config()), render(&text.unwrap(), &values)).unwrap();
         let child = proxy.command(dir.path()).spawn().unwrap();
         let process = Self { child, port, dir };
         eventually(&format!("{template} listens"), async || {
